@@ -1,0 +1,84 @@
+"""The game interface every environment implements.
+
+A game is a finite-horizon mean-field game written as pure functions of batched tensors. The
+Gymnasium env and the batched SB3 ``VecEnv`` (``dedafp.envs.vec_env``) are thin adapters over it,
+and so are the fictitious-play rollouts and the reference solvers' Monte Carlo checks.
+
+Conventions (every game):
+    * time is an integer ``t`` in ``0..horizon``; decisions are taken at ``t < horizon`` and the
+      terminal reward is paid at ``t == horizon``;
+    * ``x`` has shape ``[n, state_dim]``, ``a`` has shape ``[n, action_dim]`` (physical units,
+      already inside ``[-action_bound, action_bound]``), rewards have shape ``[n]``;
+    * randomness enters only through an explicit standard-normal ``noise`` of shape
+      ``[n, state_dim]``, so that two implementations can be compared step for step;
+    * what the dynamics and rewards need from the population is computed once per frozen
+      population model by :meth:`MeanFieldGame.bind` (e.g. the LQ game's mean flow), not per agent.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dedafp.population.base import PopulationModel
+
+
+class MeanFieldGame(abc.ABC):
+    """A discrete-time, finite-horizon mean-field game with continuous states and actions."""
+
+    #: Name of the game, as used by the CLI (``lq2d``, ``four_rooms``, ...).
+    name: str
+    #: Dimension of the state ``x``.
+    state_dim: int
+    #: Dimension of the action ``a``.
+    action_dim: int
+    #: Number of decision steps ``T``; states run over ``t = 0..T``.
+    horizon: int
+    #: Actions live in the box ``[-action_bound, action_bound]^action_dim``.
+    action_bound: float
+
+    @property
+    def obs_dim(self) -> int:
+        """Length of an observation: normalised time followed by the normalised state."""
+        return 1 + self.state_dim
+
+    @abc.abstractmethod
+    def initial_states(self, n: int, generator: torch.Generator | None = None,
+                       device: torch.device | str = "cpu") -> Tensor:
+        """Draw ``n`` initial states from the initial law μ_0. Returns ``[n, state_dim]``."""
+
+    @abc.abstractmethod
+    def bind(self, population: PopulationModel) -> Any:
+        """What the dynamics and rewards need from a frozen population model (the 'field').
+
+        Called once per population model; the result is passed to :meth:`step`, :meth:`reward`
+        and :meth:`terminal_reward`.
+        """
+
+    @abc.abstractmethod
+    def step(self, t: int, x: Tensor, a: Tensor, field: Any, noise: Tensor) -> Tensor:
+        """Next states ``x_{t+1}`` of shape ``[n, state_dim]`` given states, actions and noise."""
+
+    @abc.abstractmethod
+    def reward(self, t: int, x: Tensor, a: Tensor, field: Any) -> Tensor:
+        """Running reward ``r_t(x, a)`` of shape ``[n]`` (larger is better)."""
+
+    @abc.abstractmethod
+    def terminal_reward(self, x: Tensor, field: Any) -> Tensor:
+        """Terminal reward ``g(x_T)`` of shape ``[n]``."""
+
+    @abc.abstractmethod
+    def normalise_state(self, x: Tensor) -> Tensor:
+        """Affine map of states to roughly ``[-1, 1]`` for the observation; same shape as ``x``."""
+
+    def observation(self, t: int | Tensor, x: Tensor) -> Tensor:
+        """Observation ``(2 t / T - 1, normalise_state(x))`` of shape ``[n, obs_dim]``, float32.
+
+        ``t`` is an int (one time for the whole batch) or a tensor of shape ``[n]``.
+        """
+        n = x.shape[0]
+        t_col = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(n).reshape(n, 1)
+        return torch.cat([2.0 * t_col / self.horizon - 1.0, self.normalise_state(x).float()], dim=1)
