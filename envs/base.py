@@ -70,6 +70,15 @@ class MeanFieldGame(abc.ABC):
     def terminal_reward(self, x: Tensor, field: Any) -> Tensor:
         """Terminal reward ``g(x_T)`` of shape ``[n]``."""
 
+    def consistent_field(self, t: int, x: Tensor, field: Any) -> Any:
+        """The field with what :meth:`step` reads at time ``t`` replaced by statistics of ``x``.
+
+        Used to simulate a population whose dynamics feel its *own* distribution (the mean-field
+        consistent flow of a policy, or the finite-N game). The default suits games whose dynamics
+        do not depend on the population (rewards may): it returns ``field`` unchanged.
+        """
+        return field
+
     @abc.abstractmethod
     def normalise_state(self, x: Tensor) -> Tensor:
         """Affine map of states to roughly ``[-1, 1]`` for the observation; same shape as ``x``."""

@@ -17,12 +17,14 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import gymnasium as gym
 import numpy as np
 import torch
+from dedafp.envs.base import MeanFieldGame
 from torch import Tensor
 
-from dedafp.envs.base import MeanFieldGame
 from dedafp.population.base import PopulationModel
+from dedafp.population.gaussian import GaussianPopulation
 
 Matrix = tuple[tuple[float, ...], ...]
 Vector = tuple[float, ...]
@@ -234,5 +236,32 @@ class LQGame(MeanFieldGame):
         return -(_quadratic(x - p.x_target, p.Q_x_terminal)
                  + _quadratic(x - field[self.horizon].to(x), p.Q_m_terminal))
 
+    def consistent_field(self, t: int, x: Tensor, field: Tensor) -> Tensor:
+        field = field.clone()
+        field[t] = x.mean(0)
+        return field
+
     def normalise_state(self, x: Tensor) -> Tensor:
         return x / self.config.state_scale
+
+    def uncontrolled_population(self, device: torch.device | str = "cpu") -> GaussianPopulation:
+        """The exact Gaussian marginals of a population that plays ``a = 0`` (a neutral default)."""
+        c = self.config
+        A = c.array("A") + c.array("A_bar")
+        means, covs = [c.array("init_mean")], [c.array("init_cov")]
+        for _ in range(c.horizon):
+            means.append(A @ means[-1])
+            covs.append(c.array("A") @ covs[-1] @ c.array("A").T + c.sigma**2 * c.dt * np.eye(c.dim))
+        return GaussianPopulation(np.stack(means), np.stack(covs), device)
+
+
+def make_lq_env(preset: str = "lq2d", population: PopulationModel | None = None,
+                **overrides: object) -> gym.Env:
+    """Entry point of ``dedafp/LQ-v0``: the single-agent env of an LQ preset with overrides.
+
+    Without ``population`` the agent faces the uncontrolled (``a = 0``) population.
+    """
+    from dedafp.envs.gym_env import MeanFieldEnv
+
+    game = LQGame(lq_preset(preset).replace(**overrides), name=preset)
+    return MeanFieldEnv(game, population if population is not None else game.uncontrolled_population())

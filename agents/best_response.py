@@ -1,0 +1,217 @@
+"""Best responders: deep RL with stable-baselines3 (PPO or SAC), trained against a frozen population.
+
+The agent observes ``(2t/T - 1, normalised x)`` in the natively batched
+:class:`~dedafp.envs.vec_env.BatchedMeanFieldVecEnv`; the population enters only through the
+game's field (the LQ mean flow, or the density in the rewards). The learned best response is
+played deterministically (its mean action): fictitious play averages best responses, not their
+exploration noise.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from dedafp.envs.base import MeanFieldGame
+from dedafp.envs.vec_env import BatchedMeanFieldVecEnv
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.sac.policies import SACPolicy
+from torch import Tensor, nn
+
+from dedafp.population.base import PopulationModel
+
+ALGORITHMS = ("ppo", "sac", "riccati")
+
+
+@dataclass(frozen=True)
+class BestResponseConfig:
+    """How each iteration's best response is computed.
+
+    Attributes:
+        algorithm: ``"ppo"``, ``"sac"`` (stable-baselines3) or ``"riccati"`` (exact, LQ only).
+        total_steps: environment steps of the first best response (>= 1).
+        warm_start: continue training the previous best response instead of starting afresh.
+        warm_steps: environment steps of later best responses when ``warm_start`` (>= 1).
+        num_envs: agents stepped together in the batched VecEnv (>= 1).
+        hidden: width of the actor and critic hidden layers (>= 1).
+        layers: number of hidden layers (>= 1).
+        lr: Adam learning rate (> 0).
+        lr_decay: decay the learning rate linearly to 0 over each call.
+        gamma: discount (in (0, 1]); 1 is right for the finite-horizon games.
+        n_steps: PPO rollout length per env (>= 1).
+        batch_size: minibatch size (>= 1).
+        n_epochs: PPO epochs per rollout (>= 1).
+        log_std_init: PPO initial log standard deviation of the exploration noise.
+        gae_lambda: PPO GAE λ in [0, 1].
+        clip_range: PPO clip range (> 0).
+        ent_coef: PPO entropy bonus (>= 0).
+        buffer_size: SAC replay buffer size (>= 1).
+        learning_starts: SAC steps before learning (>= 0).
+        gradient_steps: SAC gradient steps per vector step (>= 1).
+        reward_scale: the learner sees rewards multiplied by this (> 0). Returns of order 10
+            make the critic's loss dominate PPO's clipped gradient norm; scaling them down lets
+            the actor learn (the best response itself is unchanged by a positive scale).
+    """
+
+    algorithm: str = "ppo"
+    total_steps: int = 300_000
+    warm_start: bool = True
+    warm_steps: int = 150_000
+    num_envs: int = 16
+    hidden: int = 128
+    layers: int = 2
+    lr: float = 3e-4
+    lr_decay: bool = True
+    gamma: float = 1.0
+    n_steps: int = 256
+    batch_size: int = 1024
+    n_epochs: int = 20
+    log_std_init: float = -2.0
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.0
+    buffer_size: int = 200_000
+    learning_starts: int = 2_000
+    gradient_steps: int = 1
+    reward_scale: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"best_response.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        for name, minimum in (("total_steps", 1), ("warm_steps", 1), ("num_envs", 1), ("hidden", 1),
+                              ("layers", 1), ("n_steps", 1), ("batch_size", 1), ("n_epochs", 1),
+                              ("buffer_size", 1), ("learning_starts", 0), ("gradient_steps", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"best_response.{name} must be an integer >= {minimum}, got {value!r}")
+        for name in ("lr", "clip_range", "reward_scale"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"best_response.{name} must be a finite number > 0, got {value!r}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"best_response.gamma must be in (0, 1], got {self.gamma}")
+        if not 0 <= self.gae_lambda <= 1:
+            raise ValueError(f"best_response.gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        if self.ent_coef < 0:
+            raise ValueError(f"best_response.ent_coef must be >= 0, got {self.ent_coef}")
+
+
+class ScaledReward(VecEnvWrapper):
+    """Multiplies rewards by a constant (what the learner sees; episode infos keep true returns)."""
+
+    def __init__(self, venv: VecEnv, scale: float) -> None:
+        super().__init__(venv)
+        self.scale = scale
+
+    def reset(self) -> np.ndarray:
+        return self.venv.reset()
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        return obs, rewards * self.scale, dones, infos
+
+
+class DeterministicPolicy(abc.ABC):
+    """A best response played deterministically: ``std = 0``."""
+
+    action_bound: float
+
+    @abc.abstractmethod
+    def mean_action(self, t: int, x: Tensor) -> Tensor:
+        """Action ``[n, action_dim]`` (physical units) at time ``t`` for states ``x`` ``[n, d]``."""
+
+    def distribution(self, t: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        mean = self.mean_action(t, x)
+        return mean, torch.zeros_like(mean)
+
+
+class MLPPolicy(DeterministicPolicy):
+    """A deterministic actor network on the game's observation: ``a = bound · clip(net(obs), -1, 1)``.
+
+    Plain torch modules only, so a snapshot pickles and reloads without stable-baselines3 state.
+    """
+
+    def __init__(self, net: nn.Module, game: MeanFieldGame) -> None:
+        self.net = net
+        self.game = game
+        self.action_bound = game.action_bound
+
+    @torch.no_grad()
+    def mean_action(self, t: int, x: Tensor) -> Tensor:
+        device = next(self.net.parameters()).device
+        action = self.net(self.game.observation(t, x).to(device)).to(x.device)
+        return action.clamp(-1.0, 1.0) * self.action_bound
+
+
+def actor_network(policy: BasePolicy) -> nn.Module:
+    """The deterministic actor of an SB3 PPO or SAC policy as one ``nn.Sequential`` (a copy)."""
+    if isinstance(policy, ActorCriticPolicy):
+        net = nn.Sequential(policy.features_extractor, policy.mlp_extractor.policy_net, policy.action_net)
+    elif isinstance(policy, SACPolicy):
+        net = nn.Sequential(policy.actor.features_extractor, policy.actor.latent_pi, policy.actor.mu, nn.Tanh())
+    else:
+        raise TypeError(f"unsupported stable-baselines3 policy {type(policy).__name__}")
+    return copy.deepcopy(net)
+
+
+class BestResponder(abc.ABC):
+    """Computes a best response to a frozen population model."""
+
+    @abc.abstractmethod
+    def learn(self, population: PopulationModel) -> DeterministicPolicy:
+        """Train (or solve) against ``population``; returns the deterministic best response."""
+
+
+class SB3BestResponder(BestResponder):
+    """PPO or SAC best responses on the batched VecEnv, optionally warm-started across iterations."""
+
+    def __init__(self, game: MeanFieldGame, config: BestResponseConfig, device: torch.device | str = "cpu",
+                 seed: int = 0) -> None:
+        if config.algorithm not in ("ppo", "sac"):
+            raise ValueError(f"SB3BestResponder needs algorithm 'ppo' or 'sac', got {config.algorithm!r}")
+        self.game = game
+        self.config = config
+        self.device = torch.device(device)
+        self.seed = seed
+        self.model: BaseAlgorithm | None = None
+        self.calls = 0
+
+    def _lr(self) -> float | object:
+        lr = self.config.lr
+        return (lambda progress: lr * progress) if self.config.lr_decay else lr
+
+    def _build(self, env: VecEnv) -> BaseAlgorithm:
+        c = self.config
+        net = [c.hidden] * c.layers
+        if c.algorithm == "ppo":
+            return PPO("MlpPolicy", env, learning_rate=self._lr(), n_steps=c.n_steps, batch_size=c.batch_size,
+                       n_epochs=c.n_epochs, gamma=c.gamma, gae_lambda=c.gae_lambda, clip_range=c.clip_range,
+                       ent_coef=c.ent_coef, seed=self.seed, device=self.device, verbose=0,
+                       policy_kwargs={"net_arch": {"pi": net, "vf": net}, "log_std_init": c.log_std_init})
+        return SAC("MlpPolicy", env, learning_rate=self._lr(), buffer_size=c.buffer_size,
+                   learning_starts=c.learning_starts, batch_size=c.batch_size, gamma=c.gamma,
+                   train_freq=1, gradient_steps=c.gradient_steps, seed=self.seed, device=self.device,
+                   verbose=0, policy_kwargs={"net_arch": net})
+
+    def _env(self, population: PopulationModel, seed: int) -> VecEnv:
+        env = BatchedMeanFieldVecEnv(self.game, population, self.config.num_envs, seed=seed, device=self.device)
+        return ScaledReward(env, self.config.reward_scale) if self.config.reward_scale != 1.0 else env
+
+    def learn(self, population: PopulationModel) -> MLPPolicy:
+        env = self._env(population, self.seed + 1000 * self.calls)
+        steps = self.config.total_steps
+        if self.model is None or not self.config.warm_start:
+            self.model = self._build(env)
+        else:
+            self.model.set_env(env)       # learn() below resets it: the new population from t = 0
+            steps = self.config.warm_steps
+        self.model.learn(total_timesteps=steps, reset_num_timesteps=True)
+        self.calls += 1
+        return MLPPolicy(actor_network(self.model.policy), self.game)

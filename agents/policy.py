@@ -1,0 +1,35 @@
+"""What every policy in dedafp exposes: a diagonal Gaussian over actions given (t, x).
+
+Deterministic policies (best responses) have ``std = 0``. Means are in physical action units and
+actions are clipped to ``[-action_bound, action_bound]`` when played.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A time-dependent Markov policy of a game with ``action_dim`` actions."""
+
+    action_bound: float
+
+    def distribution(self, t: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and standard deviation of the action at time ``t`` for states ``x`` ``[n, d]``.
+
+        Returns two tensors ``[n, action_dim]`` in physical units.
+        """
+        ...
+
+
+def act(policy: Policy, t: int, x: Tensor, deterministic: bool = False,
+        generator: torch.Generator | None = None) -> Tensor:
+    """Actions ``[n, action_dim]`` drawn from ``policy`` (its mean if ``deterministic``), clipped."""
+    mean, std = policy.distribution(t, x)
+    if not deterministic:
+        mean = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device)
+    return mean.clamp(-policy.action_bound, policy.action_bound)

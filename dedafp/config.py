@@ -1,0 +1,161 @@
+"""Run configuration: one frozen dataclass per component, composed into :class:`RunConfig`.
+
+A run is configured by a game name, optional YAML file and ``--set section.field=value``
+overrides (values parsed as YAML: ``--set game.x_target=[1,0]``). Unknown keys fail with the list
+of allowed ones; every component validates its own fields on construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dedafp.agents.average_policy import AveragePolicyConfig
+from dedafp.agents.best_response import BestResponseConfig
+from dedafp.population.flow import FlowConfig
+
+GAMES = ("lq1d", "lq2d")
+
+
+@dataclass(frozen=True)
+class FictitiousPlayConfig:
+    """Sizes of the fictitious-play loop's simulations.
+
+    Attributes:
+        iterations: fictitious-play iterations K (>= 1).
+        br_agents: agents simulated with each best response for the behaviour-cloning buffer (>= 1).
+        population_agents: agents simulated with the average policy to fit the flow (>= 16).
+        eval_agents: agents of the Monte Carlo exploitability evaluation (>= 2; 0 disables it).
+        initial_flow_steps: flow steps of the first fit (from scratch; later fits warm-start).
+    """
+
+    iterations: int = 10
+    br_agents: int = 2_000
+    population_agents: int = 20_000
+    eval_agents: int = 50_000
+    initial_flow_steps: int = 800
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("iterations", 1), ("br_agents", 1), ("population_agents", 16),
+                              ("eval_agents", 0), ("initial_flow_steps", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"fp.{name} must be an integer >= {minimum}, got {value!r}")
+        if self.eval_agents == 1:
+            raise ValueError("fp.eval_agents must be 0 (no evaluation) or >= 2, got 1")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run needs. ``game`` holds overrides of the preset's parameters."""
+
+    env: str = "lq2d"
+    seed: int = 0
+    device: str = "cpu"
+    game: dict[str, Any] = field(default_factory=dict)
+    fp: FictitiousPlayConfig = field(default_factory=FictitiousPlayConfig)
+    best_response: BestResponseConfig = field(default_factory=BestResponseConfig)
+    average_policy: AveragePolicyConfig = field(default_factory=AveragePolicyConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+
+    def __post_init__(self) -> None:
+        if self.env not in GAMES:
+            raise ValueError(f"env must be one of {GAMES}, got {self.env!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not (self.device in ("cpu", "cuda") or str(self.device).startswith("cuda:")):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if not isinstance(self.game, dict):
+            raise ValueError(f"game must be a mapping of parameter overrides, got {self.game!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML-serialisable)."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Build from a nested dict, rejecting unknown keys with the allowed ones."""
+        data = dict(data)
+        kwargs: dict[str, Any] = {}
+        sections = {f.name: f for f in dataclasses.fields(cls)}
+        for key, value in data.items():
+            if key not in sections:
+                raise ValueError(f"unknown config key {key!r}; allowed: {sorted(sections)}")
+            section_type = _SECTION_TYPES.get(key)
+            if section_type is not None:
+                if not isinstance(value, dict):
+                    raise ValueError(f"config section {key!r} must be a mapping, got {value!r}")
+                allowed = {f.name for f in dataclasses.fields(section_type)}
+                unknown = set(value) - allowed
+                if unknown:
+                    raise ValueError(f"unknown key(s) {sorted(unknown)} in section {key!r}; allowed: {sorted(allowed)}")
+                kwargs[key] = section_type(**{k: _coerce(section_type, k, v) for k, v in value.items()})
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    def with_overrides(self, assignments: list[str]) -> RunConfig:
+        """Apply ``key=value`` / ``section.key=value`` assignments (values parsed as YAML)."""
+        data = self.to_dict()
+        for assignment in assignments:
+            if "=" not in assignment:
+                raise ValueError(f"--set expects key=value, got {assignment!r}")
+            key, raw = assignment.split("=", 1)
+            value = yaml.safe_load(raw)
+            parts = key.strip().split(".")
+            if len(parts) == 1:
+                data[parts[0]] = value
+            elif len(parts) == 2:
+                section = parts[0]
+                if section not in data or not isinstance(data[section], dict):
+                    raise ValueError(f"unknown config section {section!r} in {key!r}; allowed: "
+                                     f"{sorted(k for k, v in data.items() if isinstance(v, dict))}")
+                data[section] = {**data[section], parts[1]: value}
+            else:
+                raise ValueError(f"config keys have at most one dot (section.field), got {key!r}")
+        return RunConfig.from_dict(data)
+
+
+_SECTION_TYPES = {"fp": FictitiousPlayConfig, "best_response": BestResponseConfig,
+                  "average_policy": AveragePolicyConfig, "flow": FlowConfig}
+
+
+def _coerce(section_type: type, name: str, value: Any) -> Any:
+    """YAML gives ints for ``1e5``-free integers and lists for tuples: map to the field's type."""
+    if isinstance(value, list):
+        return tuple(value)
+    hint = {f.name: f.type for f in dataclasses.fields(section_type)}[name]
+    if isinstance(value, float) and "int" in str(hint) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and str(hint) == "float":
+        return float(value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def load_config(env: str, path: str | Path | None = None, overrides: list[str] | None = None,
+                **fields: Any) -> RunConfig:
+    """The run config of ``env``: defaults, then a YAML file, then ``--set`` overrides, then ``fields``."""
+    data: dict[str, Any] = {"env": env}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
+        data.update(loaded)
+        data["env"] = env
+    config = RunConfig.from_dict(data).with_overrides(overrides or [])
+    return dataclasses.replace(config, **fields) if fields else config

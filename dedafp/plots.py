@@ -1,0 +1,156 @@
+"""Figures of a run folder (matplotlib, Agg backend): written under ``RUN/figures/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from dedafp.envs.lq import LQGame  # noqa: E402
+from dedafp.reference import lq  # noqa: E402
+from dedafp.rollout import rollout  # noqa: E402
+from dedafp.run import Run  # noqa: E402
+
+
+def _column(rows: list[dict[str, float]], key: str) -> np.ndarray:
+    return np.array([row.get(key, np.nan) for row in rows])
+
+
+def plot_exploitability(run: Run, path: Path) -> None:
+    """Exploitability per iteration with its standard error, against exact fictitious play."""
+    rows = run.metrics()
+    k = _column(rows, "iteration")
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    value, se = _column(rows, "fp/exploitability"), _column(rows, "fp/exploitability_se")
+    ax.errorbar(k, value, yerr=2 * se, marker="o", ms=4, capsize=2, label="DEDA-FP average policy (±2 s.e.)")
+    if "reference/exact_fp_exploitability" in rows[0]:
+        ax.plot(k, _column(rows, "reference/exact_fp_exploitability"), "k--", label="exact fictitious play")
+    if "theory/mixture_exploitability" in rows[-1]:
+        ax.plot(k, _column(rows, "theory/mixture_exploitability"), "s:", ms=3,
+                label="mixture of the learned best responses")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration k")
+    ax.set_ylabel("exploitability")
+    ax.set_title(f"{run.config.env}: exploitability")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_error_terms(run: Run, path: Path) -> None:
+    """The three error terms of Theorem 1 and the seconds per phase, per iteration."""
+    rows = run.metrics()
+    k = _column(rows, "iteration")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key, label in (("theory/br_shortfall", "ε_br: best-response shortfall"),
+                       ("theory/bc_error", "ε_sl: behaviour-cloning error (exploitability gap)"),
+                       ("theory/flow_w2", "ε_cnf: flow W2 to the simulated population (max over t)")):
+        if key in rows[-1]:
+            left.plot(k, np.abs(_column(rows, key)), marker="o", ms=3, label=label)
+    left.set_yscale("log")
+    left.set_xlabel("iteration k")
+    left.set_title("error terms (absolute values)")
+    left.legend(fontsize=7)
+    left.grid(alpha=0.3, which="both")
+    bottom = np.zeros(len(rows))
+    for key in ("time/best_response", "time/bc", "time/rollout", "time/flow", "time/evaluation"):
+        seconds = np.nan_to_num(_column(rows, key))
+        right.bar(k, seconds, bottom=bottom, label=key.split("/")[1])
+        bottom += seconds
+    right.set_xlabel("iteration k")
+    right.set_ylabel("seconds")
+    right.set_title("wall-clock per phase")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def plot_lq_moments(run: Run, path: Path, agents: int = 50_000, flow_samples: int = 20_000) -> None:
+    """Mean and variance over time per coordinate: flow vs simulated average policy vs exact equilibrium."""
+    game = run.game
+    assert isinstance(game, LQGame)
+    eq = lq.equilibrium(game.config)
+    generator = torch.Generator().manual_seed(0)
+    sim = rollout(game, run.average_policy, agents, torch.zeros(game.horizon + 1, game.state_dim),
+                  consistent=True, generator=generator).states.double()
+    flow = torch.stack([run.population.sample(t, flow_samples, generator) for t in range(game.horizon + 1)]).double()
+    times = np.arange(game.horizon + 1)
+    d = game.state_dim
+    fig, axes = plt.subplots(2, d, figsize=(4.5 * d, 6), squeeze=False)
+    for i in range(d):
+        for row, (stat, exact) in enumerate((("mean", eq.mean_flow[:, i]), ("variance", eq.cov_flow[:, i, i]))):
+            ax = axes[row, i]
+            reduce = (lambda x: x.mean(1)) if stat == "mean" else (lambda x: x.var(1))
+            ax.plot(times, exact, "k-", lw=2, label="exact equilibrium")
+            ax.plot(times, reduce(sim[..., i]).numpy(), "C0--", label="average policy (simulated)")
+            ax.plot(times, reduce(flow[..., i]).numpy(), "C1:", lw=2, label="flow")
+            ax.set_title(f"{stat} of x[{i}]")
+            ax.set_xlabel("t")
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def plot_lq_densities(run: Run, path: Path, times: tuple[int, ...] | None = None) -> None:
+    """Flow density against the exact equilibrium's Gaussian marginal at several t (1-D curves, 2-D contours)."""
+    game = run.game
+    assert isinstance(game, LQGame)
+    eq = lq.equilibrium(game.config)
+    horizon = game.horizon
+    times = times or (0, horizon // 4, horizon // 2, horizon)
+    from dedafp.population.gaussian import GaussianPopulation
+    exact = GaussianPopulation(eq.mean_flow, eq.cov_flow)
+    fig, axes = plt.subplots(1, len(times), figsize=(4 * len(times), 3.6), squeeze=False)
+    for ax, t in zip(axes[0], times, strict=True):
+        centre = eq.mean_flow[t]
+        spread = 3.5 * np.sqrt(np.diag(eq.cov_flow[t])).max()
+        if game.state_dim == 1:
+            grid = torch.linspace(centre[0] - spread, centre[0] + spread, 400).reshape(-1, 1)
+            ax.plot(grid[:, 0], exact.log_prob(grid, t).exp(), "k-", lw=2, label="exact equilibrium")
+            ax.plot(grid[:, 0], run.population.log_prob(grid, t).exp(), "C1--", lw=2, label="flow")
+            ax.set_xlabel("x")
+        elif game.state_dim == 2:
+            axis = torch.linspace(-spread, spread, 120)
+            gx, gy = torch.meshgrid(axis + centre[0], axis + centre[1], indexing="xy")
+            points = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1).float()
+            for model, color, style, label in ((exact, "k", "-", "exact equilibrium"),
+                                               (run.population, "C1", "--", "flow")):
+                density = model.log_prob(points, t).exp().reshape(gx.shape)
+                ax.contour(gx, gy, density, levels=5, colors=color, linestyles=style)
+                ax.plot([], [], color=color, linestyle=style, label=label)   # legend entry
+            ax.set_xlabel("x[0]")
+            ax.set_ylabel("x[1]")
+            ax.set_aspect("equal")
+        ax.set_title(f"t = {t}")
+    axes[0, 0].legend(fontsize=8, loc="upper left")
+    fig.suptitle("population density: flow (dashed) vs exact equilibrium (solid)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_run(run: Run) -> list[Path]:
+    """Write every figure that applies to ``run``; returns their paths."""
+    out = run.path / "figures"
+    out.mkdir(exist_ok=True)
+    written = []
+    for name, plot in (("exploitability.png", plot_exploitability), ("error_terms.png", plot_error_terms)):
+        plot(run, out / name)
+        written.append(out / name)
+    if isinstance(run.game, LQGame):
+        for name, plot in (("moments.png", plot_lq_moments), ("densities.png", plot_lq_densities)):
+            plot(run, out / name)
+            written.append(out / name)
+    return written
