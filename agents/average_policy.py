@@ -37,6 +37,8 @@ class AveragePolicyConfig:
             vs 0.56 exploitability after two exact best responses).
         initial_std: action standard deviation of the untrained policy, in units of
             ``action_bound`` (> 0); small, so the initial policy is close to ``a = 0``.
+        beta: β of the β-NLL loss in [0, 1] (0: plain NLL). The minimiser is the same (conditional
+            mean and variance); β > 0 only speeds up fitting the mean where the spread is wide.
     """
 
     hidden: int = 64
@@ -47,6 +49,7 @@ class AveragePolicyConfig:
     buffer_capacity: int | None = None
     warm_start: bool = False
     initial_std: float = 0.01
+    beta: float = 1.0
 
     def __post_init__(self) -> None:
         for name, minimum in (("hidden", 1), ("layers", 1), ("steps", 0), ("batch_size", 1)):
@@ -57,6 +60,8 @@ class AveragePolicyConfig:
             raise ValueError(f"average_policy.lr must be a finite number > 0, got {self.lr!r}")
         if not (isinstance(self.initial_std, (int, float)) and 0 < self.initial_std < 1):
             raise ValueError(f"average_policy.initial_std must be in (0, 1), got {self.initial_std!r}")
+        if not (isinstance(self.beta, (int, float)) and 0 <= self.beta <= 1):
+            raise ValueError(f"average_policy.beta must be in [0, 1], got {self.beta!r}")
         if self.buffer_capacity is not None and (not isinstance(self.buffer_capacity, int)
                                                  or self.buffer_capacity < 1):
             raise ValueError(f"average_policy.buffer_capacity must be None or an integer >= 1, "
@@ -184,11 +189,14 @@ class AveragePolicy(nn.Module):
         from dedafp.agents.policy import act
         return act(self, t, x, deterministic, generator)
 
-    def nll(self, times: Tensor, states: Tensor, actions: Tensor) -> Tensor:
-        """Mean Gaussian negative log-likelihood (nats, physical action units) of the samples."""
+    def _per_dim_nll(self, times: Tensor, states: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         mean, log_std = self._normalised(times.to(self.device), states)
         target = actions.to(self.device) / self.action_bound
-        per_dim = 0.5 * ((target - mean) / log_std.exp()) ** 2 + log_std + 0.5 * math.log(2 * math.pi)
+        return 0.5 * ((target - mean) / log_std.exp()) ** 2 + log_std + 0.5 * math.log(2 * math.pi), log_std
+
+    def nll(self, times: Tensor, states: Tensor, actions: Tensor) -> Tensor:
+        """Mean Gaussian negative log-likelihood (nats, physical action units) of the samples."""
+        per_dim, _ = self._per_dim_nll(times, states, actions)
         return per_dim.sum(-1).mean() + self.action_dim * math.log(self.action_bound)
 
     def fit(self, buffer: FictitiousPlayBuffer, steps: int | None = None) -> float:
@@ -204,15 +212,20 @@ class AveragePolicy(nn.Module):
             group["lr"] = self.config.lr
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, max(steps, 1))
         losses = []
+        offset = self.action_dim * math.log(self.action_bound)
         for _ in range(steps):
-            loss = self.nll(*buffer.sample(self.config.batch_size))
+            per_dim, log_std = self._per_dim_nll(*buffer.sample(self.config.batch_size))
+            # β-NLL (Seitzer et al., 2022): weighting each term by σ^(2β), held constant, keeps
+            # the mean's gradient from vanishing where the spread is large; same minimiser.
+            weight = (2 * self.config.beta * log_std).exp().detach()
+            loss = (weight * per_dim).sum(-1).mean()
             if not torch.isfinite(loss):
                 raise FloatingPointError("behavioural-cloning loss became non-finite")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             schedule.step()
-            losses.append(loss.item())
+            losses.append(per_dim.sum(-1).mean().item() + offset)
         tail = losses[-max(1, steps // 10):]
         return float(np.mean(tail)) if losses else float("nan")
 

@@ -29,7 +29,7 @@ class RiccatiBestResponder(BestResponder):
 
     def __init__(self, game: LQGame, device: torch.device | str = "cpu") -> None:
         if not isinstance(game, LQGame):
-            raise ValueError(f"the riccati best response needs an LQ game, got {game.name!r}")
+            raise ValueError(f"the riccati best response needs an LQ game, got {type(game).__name__}")
         self.game = game
         self.device = device
 

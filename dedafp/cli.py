@@ -38,7 +38,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from dedafp.run import train
 
     _threads(args)
-    console = Console(stderr=False)
+    console = Console(soft_wrap=True)
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").exists():

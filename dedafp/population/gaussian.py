@@ -16,7 +16,7 @@ class GaussianPopulation(PopulationModel):
 
     Args:
         means: ``[T+1, d]``.
-        covs: ``[T+1, d, d]``, symmetric positive definite.
+        covs: ``[T+1, d, d]``, symmetric positive semi-definite.
         device: where samples and densities are computed.
     """
 
@@ -32,7 +32,9 @@ class GaussianPopulation(PopulationModel):
         self.dim = means.shape[1]
         self.means = means.to(self._device)
         self.covs = covs.to(self._device)
-        self._chol = torch.linalg.cholesky(self.covs)   # raises if a covariance is not SPD
+        # A tiny jitter admits degenerate marginals (e.g. a deterministic x_0) for sampling and means.
+        jitter = 1e-10 * torch.eye(self.dim, dtype=torch.float64, device=self._device)
+        self._chol = torch.linalg.cholesky(self.covs + jitter)   # raises if a covariance is not PSD
 
     @property
     def device(self) -> torch.device:

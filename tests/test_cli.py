@@ -1,0 +1,107 @@
+"""End-to-end tests of the command line, run folders, resume and the Python API."""
+
+import csv
+
+import pytest
+import torch
+
+from dedafp.cli import main
+from dedafp.config import load_config
+from dedafp.run import load_run
+
+# A tiny but complete run: real PPO, behavioural cloning and flow, small budgets.
+TINY = ["fp.br_agents=200", "fp.population_agents=2000", "fp.eval_agents=2000", "fp.initial_flow_steps=40",
+        "best_response.total_steps=2048", "best_response.warm_steps=1024", "best_response.n_steps=64",
+        "best_response.batch_size=256", "best_response.n_epochs=2", "best_response.hidden=16",
+        "average_policy.steps=40", "average_policy.hidden=16", "flow.steps=20", "flow.hidden=8",
+        "flow.transforms=1", "flow.mean_samples=512"]
+
+
+def _args(*items):
+    out = []
+    for item in items:
+        out += ["--set", item]
+    return out
+
+
+def _rows(path):
+    with open(path / "metrics.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_evaluate_plot_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "lq1d", "--iterations", "2", "--seed", "1", "--out", str(out), *_args(*TINY)]) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "exploitability.png" in printed
+    for name in ("config.yaml", "metrics.csv", "summary.json", "average_policy.pt", "population.pt",
+                 "checkpoints/iter_000.pt", "checkpoints/iter_002.pt", "figures/exploitability.png",
+                 "figures/moments.png", "figures/densities.png", "figures/error_terms.png"):
+        assert (out / name).exists(), name
+    rows = _rows(out)
+    assert [int(r["iteration"]) for r in rows] == [0, 1, 2]
+    for column in ("fp/exploitability", "fp/exploitability_se", "br/return", "bc/nll", "flow/nll",
+                   "theory/br_shortfall", "theory/bc_error", "theory/flow_w2", "time/best_response"):
+        assert column in rows[-1]
+    assert float(rows[-1]["fp/exploitability"]) >= -1e-3          # exploitability is never negative
+    assert float(rows[0]["fp/exploitability"]) > float(rows[-1]["fp/exploitability"])
+    assert main(["evaluate", str(out), "--agents", "2000"]) == 0
+    assert (out / "evaluation.json").exists()
+    assert main(["plot", str(out)]) == 0
+
+    run = load_run(out)
+    x = torch.zeros(5, 1)
+    assert run.average_policy.predict(3, x).shape == (5, 1)
+    assert run.population.log_prob(x, 3).shape == (5,)
+    assert run.population.sample(3, 7).shape == (7, 1)
+    assert run.config.seed == 1
+
+
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(["train", "lq1d", "--iterations", "2", "--out", str(straight), *_args(*TINY)]) == 0
+    # "Crash" after iteration 1, then resume to 2 iterations.
+    assert main(["train", "lq1d", "--iterations", "1", "--out", str(resumed), *_args(*TINY)]) == 0
+    assert main(["train", "--resume", str(resumed), "--iterations", "2"]) == 0
+    a, b = _rows(straight), _rows(resumed)
+    assert len(a) == len(b) == 3
+    for row_a, row_b in zip(a, b, strict=True):
+        for key in row_a:
+            if not key.startswith("time/"):
+                assert row_a[key] == row_b[key], key
+    x = torch.randn(20, 1)
+    run_a, run_b = load_run(straight), load_run(resumed)
+    torch.testing.assert_close(run_a.population.log_prob(x, 4), run_b.population.log_prob(x, 4), rtol=0, atol=0)
+    torch.testing.assert_close(run_a.average_policy.distribution(4, x), run_b.average_policy.distribution(4, x),
+                               rtol=0, atol=0)
+
+
+def test_training_into_an_existing_run_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "lq1d", "--iterations", "1", "--out", str(out), *_args(*TINY)]
+    assert main(args) == 0
+    assert main(args) == 2
+    assert "use --resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("best_response.algorithm=dqn", "best_response.algorithm must be one of"),
+    ("best_response.total_stepz=5", "unknown key"),
+    ("flow.backend=glow", "flow.backend must be one of"),
+    ("game.sigma=-1", "sigma must be a finite number >= 0"),
+    ("fp.iterations=0", "fp.iterations must be an integer >= 1"),
+    ("nonsense.x=1", "unknown config section"),
+    ("device=tpu", "device must be 'cpu', 'cuda' or 'cuda:N'"),
+])
+def test_bad_configs_fail_with_clear_messages(tmp_path, capsys, assignment, message):
+    code = main(["train", "lq1d", "--out", str(tmp_path / "r"), "--set", assignment])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_config_file_and_overrides_compose(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("fp:\n  iterations: 7\nflow:\n  backend: zuko\ngame:\n  sigma: 0.3\n")
+    config = load_config("lq2d", path, ["flow.bins=4", "game.x_target=[1, 1]"], seed=3)
+    assert (config.fp.iterations, config.flow.backend, config.flow.bins, config.seed) == (7, "zuko", 4, 3)
+    assert config.game == {"sigma": 0.3, "x_target": [1, 1]}
