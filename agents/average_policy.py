@@ -45,11 +45,11 @@ class AveragePolicyConfig:
     layers: int = 2
     steps: int = 1500
     batch_size: int = 2048
-    lr: float = 1e-3
+    lr: float = 3e-3
     buffer_capacity: int | None = None
     warm_start: bool = False
     initial_std: float = 0.01
-    beta: float = 1.0
+    beta: float = 0.5
 
     def __post_init__(self) -> None:
         for name, minimum in (("hidden", 1), ("layers", 1), ("steps", 0), ("batch_size", 1)):

@@ -53,7 +53,7 @@ def test_behavioural_cloning_recovers_the_occupancy_weighted_mixture():
     gen = torch.Generator().manual_seed(0)
     for p in policies:
         buffer.add(*rollout(game, AffineTorchPolicy(p, game.action_bound), 8000, field, generator=gen).samples())
-    policy = AveragePolicy(game, AveragePolicyConfig(steps=2000))
+    policy = AveragePolicy(game, AveragePolicyConfig(steps=3000))
     policy.fit(buffer)
     moments = lq.propagate(config, policies[:1], mean_flow=np.zeros((T + 1, 1)))
     x = torch.tensor([[-1.0], [-0.3], [0.0], [0.4], [1.0]])
@@ -61,9 +61,9 @@ def test_behavioural_cloning_recovers_the_occupancy_weighted_mixture():
         mu, var = moments.means[0, t, 0], moments.covs[0, t, 0, 0]
         expected_mean = np.tanh(mu * x[:, 0].numpy() / var)
         mean, std = policy.distribution(t, x)
-        # Measured errors over seeds 0-2: <= 0.03 for the mean, <= 0.04 for the std.
-        np.testing.assert_allclose(mean[:, 0].numpy(), expected_mean, atol=0.06)
-        np.testing.assert_allclose(std[:, 0].numpy(), np.sqrt(1 - expected_mean**2), atol=0.07)
+        # Measured max errors over seeds 0-2: 0.016-0.033 for the mean, 0.019-0.054 for the std.
+        np.testing.assert_allclose(mean[:, 0].numpy(), expected_mean, atol=0.05)
+        np.testing.assert_allclose(std[:, 0].numpy(), np.sqrt(1 - expected_mean**2), atol=0.08)
 
 
 def test_average_policy_save_load_round_trip(tmp_path):
