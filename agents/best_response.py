@@ -20,6 +20,7 @@ from dedafp.envs.base import MeanFieldGame
 from dedafp.envs.vec_env import BatchedMeanFieldVecEnv
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.sac.policies import SACPolicy
@@ -188,6 +189,12 @@ class SB3BestResponder(BestResponder):
         return (lambda progress: lr * progress) if self.config.lr_decay else lr
 
     def _build(self, env: VecEnv) -> BaseAlgorithm:
+        model = self._algorithm(env)
+        # A silent logger: SB3's default one creates a /tmp/SB3-<date> folder for every model.
+        model.set_logger(Logger(folder=None, output_formats=[]))
+        return model
+
+    def _algorithm(self, env: VecEnv) -> BaseAlgorithm:
         c = self.config
         net = [c.hidden] * c.layers
         if c.algorithm == "ppo":

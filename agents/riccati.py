@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from dedafp.agents.best_response import BestResponder, DeterministicPolicy
+from dedafp.envs.base import MeanFieldGame
 from dedafp.envs.lq import LQGame
 from torch import Tensor
 
@@ -27,7 +28,7 @@ class AffineTorchPolicy(DeterministicPolicy):
 class RiccatiBestResponder(BestResponder):
     """Best response of an :class:`LQGame` to a population's mean flow, solved exactly."""
 
-    def __init__(self, game: LQGame, device: torch.device | str = "cpu") -> None:
+    def __init__(self, game: MeanFieldGame, device: torch.device | str = "cpu") -> None:
         if not isinstance(game, LQGame):
             raise ValueError(f"the riccati best response needs an LQ game, got {type(game).__name__}")
         self.game = game

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from dedafp.config import GAMES, RunConfig, load_config
+from dedafp.config import RunConfig, load_config
+from dedafp.games import GAMES
 
 
 def _threads(args: argparse.Namespace) -> None:

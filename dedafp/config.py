@@ -17,9 +17,8 @@ import yaml
 
 from dedafp.agents.average_policy import AveragePolicyConfig
 from dedafp.agents.best_response import BestResponseConfig
+from dedafp.games import GAMES
 from dedafp.population.flow import FlowConfig
-
-GAMES = ("lq1d", "lq2d")
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,7 @@ from dedafp.agents.best_response import BestResponder, DeterministicPolicy, SB3B
 from dedafp.agents.riccati import RiccatiBestResponder
 from dedafp.config import RunConfig
 from dedafp.envs.base import MeanFieldGame
-from dedafp.envs.lq import LQGame
-from dedafp.evaluation import LQEvaluator
-from dedafp.games import make_game
+from dedafp.games import make_evaluator, make_game
 from dedafp.population.flow import FlowPopulation
 from dedafp.rollout import rollout
 
@@ -72,15 +70,12 @@ class FictitiousPlay:
         self.responder = self._make_responder()
         self.best_responses: list[DeterministicPolicy] = []
         self.history: list[IterationRecord] = []
-        self.evaluator = (LQEvaluator(self.game, config.fp.eval_agents, config.fp.iterations, self.device, seed)
-                          if isinstance(self.game, LQGame) else None)
+        self.evaluator = make_evaluator(self.game, config.fp.eval_agents, config.fp.iterations, self.device, seed)
 
     def _make_responder(self) -> BestResponder:
         c = self.config.best_response
         if c.algorithm == "riccati":
-            if not isinstance(self.game, LQGame):
-                raise ValueError(f"best_response.algorithm 'riccati' needs an LQ game, got {self.game.name!r}")
-            return RiccatiBestResponder(self.game, self.device)
+            return RiccatiBestResponder(self.game, self.device)   # raises unless the game is LQ
         return SB3BestResponder(self.game, c, self.device, self.config.seed)
 
     @property

@@ -112,6 +112,21 @@ def test_sb3_ppo_best_response_improves_on_the_zero_policy():
     torch.testing.assert_close(policy.mean_action(3, x), before)
 
 
+def test_sb3_sac_best_response_runs_on_the_batched_env():
+    config = lq_preset("lq1d")
+    game = LQGame(config)
+    population = game.uncontrolled_population()
+    responder = SB3BestResponder(game, BestResponseConfig(algorithm="sac", total_steps=3_000, num_envs=8,
+                                                           learning_starts=500, batch_size=128, hidden=32))
+    policy = responder.learn(population)
+    x = torch.randn(32, 1)
+    action = policy.mean_action(2, x)
+    assert action.shape == (32, 1) and torch.isfinite(action).all()
+    assert float(action.abs().max()) <= game.action_bound
+    # SAC's deterministic action is tanh-squashed, so the snapshot is the same network's mean.
+    assert float(policy.distribution(2, x)[1].abs().max()) == 0.0
+
+
 def test_mixture_policy_assigns_agents_uniformly_and_plays_each_member():
     game = LQGame(lq_preset("lq1d"))
     T = game.horizon
