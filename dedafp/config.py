@@ -17,7 +17,7 @@ import yaml
 
 from dedafp.agents.average_policy import AveragePolicyConfig
 from dedafp.agents.best_response import BestResponseConfig
-from dedafp.games import GAMES
+from dedafp.games import GAME_DEFAULTS, GAMES
 from dedafp.population.flow import FlowConfig
 
 
@@ -149,12 +149,16 @@ def _plain(value: Any) -> Any:
 def load_config(env: str, path: str | Path | None = None, overrides: list[str] | None = None,
                 **fields: Any) -> RunConfig:
     """The run config of ``env``: defaults, then a YAML file, then ``--set`` overrides, then ``fields``."""
-    data: dict[str, Any] = {"env": env}
+    if env not in GAMES:
+        raise ValueError(f"env must be one of {GAMES}, got {env!r}")
+    data: dict[str, Any] = {"env": env, **{k: dict(v) for k, v in GAME_DEFAULTS.get(env, {}).items()}}
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
-        data.update(loaded)
+        for key, value in loaded.items():
+            data[key] = {**data[key], **value} if isinstance(data.get(key), dict) and isinstance(value, dict) \
+                else value
         data["env"] = env
     config = RunConfig.from_dict(data).with_overrides(overrides or [])
     return dataclasses.replace(config, **fields) if fields else config

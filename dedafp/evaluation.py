@@ -19,13 +19,15 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from dedafp.agents.best_response import DeterministicPolicy
+from dedafp.agents.best_response import BestResponseConfig, DeterministicPolicy, SB3BestResponder
 from dedafp.agents.mixture import MixturePolicy
 from dedafp.agents.policy import Policy
+from dedafp.envs.base import MeanFieldGame
 from dedafp.envs.lq import LQGame
 from dedafp.metrics import gaussian_w2, moments
 from dedafp.population.base import PopulationModel
 from dedafp.reference import lq
+from dedafp.rollout import rollout
 
 
 class LQEvaluator:
@@ -81,3 +83,27 @@ class LQEvaluator:
             to_eq.append(gaussian_w2(mean, cov, self.equilibrium.mean_flow[t], self.equilibrium.cov_flow[t]))
         return {"theory/flow_w2": float(np.max(to_sim)), "flow/w2_mean": float(np.mean(to_sim)),
                 "flow/w2_to_equilibrium": float(np.max(to_eq))}
+
+
+def deep_rl_exploitability(game: MeanFieldGame, population: PopulationModel, policy: Policy,
+                           config: BestResponseConfig, agents: int = 20_000, seed: int = 0,
+                           device: torch.device | str = "cpu") -> dict[str, float]:
+    """Exploitability estimated by deep RL: a *lower bound* for any game.
+
+    A fresh stable-baselines3 best response is trained against the frozen ``population`` and both
+    it (deterministically) and ``policy`` are rolled out by ``agents`` agents against that same
+    population. The gap of their mean returns under-estimates the exploitability by the fresh best
+    response's own shortfall, hence a lower bound (up to the reported Monte Carlo standard error).
+    """
+    responder = SB3BestResponder(game, config, device, seed)
+    best_response = responder.learn(population)
+    field = game.bind(population)
+    generator = torch.Generator(device=device).manual_seed(seed + 1)
+    br_returns = rollout(game, best_response, agents, field, deterministic=True, generator=generator,
+                         device=device).returns.double()
+    policy_returns = rollout(game, policy, agents, field, generator=generator, device=device).returns.double()
+    gap = float(br_returns.mean() - policy_returns.mean())
+    std_error = float(torch.sqrt(br_returns.var() / agents + policy_returns.var() / agents))
+    return {"deep_rl/exploitability_lower_bound": gap, "deep_rl/exploitability_lower_bound_se": std_error,
+            "deep_rl/best_response_return": float(br_returns.mean()),
+            "deep_rl/policy_return": float(policy_returns.mean())}

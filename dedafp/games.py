@@ -12,7 +12,27 @@ from dedafp.envs.base import MeanFieldGame
 from dedafp.envs.lq import LQGame, lq_preset
 from dedafp.population.base import PopulationModel
 
-GAMES = ("lq1d", "lq2d")
+GAMES = ("lq1d", "lq2d", "four_rooms", "beach_bar")
+
+#: Per-game defaults applied before a config file and ``--set`` overrides (``section.field``: value).
+#: Density games live on a box: the flow gets a bounded support, so no mass leaves the domain.
+GAME_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "four_rooms": {
+        "fp": {"iterations": 20, "br_agents": 2000, "population_agents": 20000, "initial_flow_steps": 1500},
+        "best_response": {"algorithm": "ppo", "num_envs": 64, "total_steps": 300_000, "warm_steps": 150_000,
+                          "n_steps": 128, "batch_size": 2048, "n_epochs": 10, "log_std_init": -0.5,
+                          "hidden": 128},
+        "average_policy": {"hidden": 128},
+        "flow": {"low": (0.0, 0.0), "high": (1.0, 1.0), "transforms": 5, "hidden": 64, "bins": 8,
+                 "tail_bound": 6.0, "steps": 600},
+    },
+    "beach_bar": {
+        "fp": {"iterations": 10, "br_agents": 2000, "population_agents": 20000, "initial_flow_steps": 1500},
+        "best_response": {"algorithm": "ppo", "num_envs": 64, "total_steps": 200_000, "warm_steps": 100_000,
+                          "n_steps": 128, "batch_size": 2048, "n_epochs": 10, "log_std_init": -0.5},
+        "flow": {"low": (0.0,), "high": (1.0,), "transforms": 4, "hidden": 32, "steps": 500},
+    },
+}
 
 
 class Evaluator(Protocol):
@@ -34,6 +54,12 @@ def make_game(name: str, overrides: dict[str, Any] | None = None) -> MeanFieldGa
             raise ValueError(f"unknown LQ parameter(s) {sorted(unknown)}; allowed: "
                              f"{sorted(config.__dataclass_fields__)}")
         return LQGame(config.replace(**overrides), name=name)
+    if name == "four_rooms":
+        from dedafp.envs.four_rooms import FourRoomsGame, four_rooms
+        return FourRoomsGame(four_rooms(**overrides))
+    if name == "beach_bar":
+        from dedafp.envs.beach_bar import BeachBarGame, beach_bar
+        return BeachBarGame(beach_bar(**overrides))
     raise ValueError(f"unknown game {name!r}; allowed: {GAMES}")
 
 

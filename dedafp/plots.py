@@ -154,3 +154,101 @@ def plot_run(run: Run) -> list[Path]:
             plot(run, out / name)
             written.append(out / name)
     return written
+
+
+# ---- density games on the unit square or interval -------------------------------------------------
+
+@torch.no_grad()
+def density_on_grid(model, t: int, cells: int, dim: int) -> np.ndarray:
+    """Density of a population model at cell centres of [0, 1]^dim: ``[cells]`` or ``[cells, cells]``
+    (indexed ``[iy, ix]``, y upwards)."""
+    centres = (torch.arange(cells, dtype=torch.float32) + 0.5) / cells
+    if dim == 1:
+        return model.log_prob(centres.reshape(-1, 1), t).exp().numpy()
+    gy, gx = torch.meshgrid(centres, centres, indexing="ij")
+    points = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
+    return model.log_prob(points, t).exp().reshape(cells, cells).numpy()
+
+
+def _draw_walls(ax, game) -> None:
+    from matplotlib.patches import Rectangle
+    for x0, y0, x1, y1 in game.walls(torch.zeros(1)).tolist():
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, facecolor="0.25", edgecolor="none"))
+
+
+def plot_density_maps(game, panels: dict[str, object], path: Path, times: tuple[int, ...],
+                      cells: int = 88) -> None:
+    """Heat maps of several density sources (rows) at several times (columns), walls drawn.
+
+    ``panels`` maps a row label to a population model or to a function ``t -> [cells, cells]`` array.
+    """
+    rows = list(panels.items())
+    fig, axes = plt.subplots(len(rows), len(times), figsize=(2.6 * len(times), 2.6 * len(rows)), squeeze=False)
+    for r, (label, source) in enumerate(rows):
+        for c, t in enumerate(times):
+            grid = source(t) if callable(source) and not hasattr(source, "log_prob") else density_on_grid(
+                source, t, cells, 2)
+            ax = axes[r, c]
+            ax.imshow(grid, origin="lower", extent=(0, 1, 0, 1), cmap="viridis",
+                      vmax=np.quantile(grid, 0.99) + 1e-12)
+            _draw_walls(ax, game)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"t = {t}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def animate_density(game, model, path: Path, cells: int = 66, fps: int = 6) -> None:
+    """Animated GIF of a population model's density over t = 0..T (walls drawn)."""
+    from matplotlib.animation import FuncAnimation, PillowWriter
+    grids = [density_on_grid(model, t, cells, 2) for t in range(game.horizon + 1)]
+    vmax = float(np.quantile(np.stack(grids[game.horizon // 4:]), 0.99))
+    fig, ax = plt.subplots(figsize=(3.4, 3.4))
+    image = ax.imshow(grids[0], origin="lower", extent=(0, 1, 0, 1), cmap="viridis", vmax=vmax)
+    _draw_walls(ax, game)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    title = ax.set_title("t = 0")
+
+    def update(t: int):
+        image.set_data(grids[t])
+        title.set_text(f"t = {t}")
+        return image, title
+
+    FuncAnimation(fig, update, frames=len(grids), blit=False).save(path, writer=PillowWriter(fps=fps))
+    plt.close(fig)
+
+
+def plot_mass_per_region(game, curves: dict[str, np.ndarray], path: Path) -> None:
+    """Mass per region (columns of each ``[T+1, regions]`` array) over time, one line style per source."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    styles = ["-", "--", ":", "-."]
+    for (label, mass), style in zip(curves.items(), styles, strict=False):
+        for region, name in enumerate(game.region_names):
+            ax.plot(mass[:, region], linestyle=style, color=f"C{region}",
+                    label=f"{name} ({label})" if style == "-" or region == 0 else None)
+    ax.set_xlabel("t")
+    ax.set_ylabel("mass")
+    ax.set_title("mass per room: " + ", ".join(f"{s} {label}" for label, s in zip(curves, styles, strict=False)))
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def region_mass(game, model, n: int = 20_000, seed: int = 0) -> np.ndarray:
+    """Monte Carlo mass of a population model per region of ``game``: ``[T+1, len(region_names)]``."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for t in range(game.horizon + 1):
+        index = game.region_index(model.sample(t, n, generator))
+        counts = torch.bincount(index[index >= 0], minlength=len(game.region_names)).double()
+        rows.append((counts / n).numpy())
+    return np.stack(rows)

@@ -19,13 +19,13 @@ class Rollout:
     Attributes:
         states: ``[T+1, n, d]``.
         actions: ``[T, n, action_dim]`` (the actions played, clipped).
-        rewards: ``[T, n]``; the terminal reward is added to the last step's.
+        rewards: ``[T, n]``; the terminal reward is added to the last step's (None if not computed).
         field: the field the dynamics and rewards used (for consistent rollouts, the population's own).
     """
 
     states: Tensor
     actions: Tensor
-    rewards: Tensor
+    rewards: Tensor | None
     field: Any
 
     def samples(self) -> tuple[Tensor, Tensor, Tensor]:
@@ -42,13 +42,15 @@ class Rollout:
     @property
     def returns(self) -> Tensor:
         """Total reward of each agent, ``[n]``."""
+        if self.rewards is None:
+            raise ValueError("this rollout was simulated with rewards=False")
         return self.rewards.sum(0)
 
 
 @torch.no_grad()
 def rollout(game: MeanFieldGame, policy: Policy, n: int, field: Any, consistent: bool = False,
             deterministic: bool = False, generator: torch.Generator | None = None,
-            device: torch.device | str = "cpu") -> Rollout:
+            device: torch.device | str = "cpu", rewards: bool = True) -> Rollout:
     """Simulate ``n`` agents of ``game`` playing ``policy`` for one episode.
 
     Args:
@@ -56,21 +58,25 @@ def rollout(game: MeanFieldGame, policy: Policy, n: int, field: Any, consistent:
         consistent: if True, the dynamics use the simulated population's own statistics
             (``game.consistent_field``) instead of ``field``: the policy's mean-field flow.
         deterministic: play the policy's mean action.
+        rewards: compute rewards (skip them when only states matter: a density reward costs a
+            population-model query per step).
     """
     x = game.initial_states(n, generator, device)
-    states, actions, rewards = [x], [], []
+    states, actions, paid = [x], [], []
     for t in range(game.horizon):
         if consistent:
             field = game.consistent_field(t, x, field)
         a = act(policy, t, x, deterministic, generator)
-        rewards.append(game.reward(t, x, a, field))
+        if rewards:
+            paid.append(game.reward(t, x, a, field))
         x = game.step(t, x, a, field, torch.randn(x.shape, generator=generator, device=device))
         states.append(x)
         actions.append(a)
     if consistent:
         field = game.consistent_field(game.horizon, x, field)
-    rewards[-1] = rewards[-1] + game.terminal_reward(x, field)
-    result = Rollout(torch.stack(states), torch.stack(actions), torch.stack(rewards), field)
+    if rewards:
+        paid[-1] = paid[-1] + game.terminal_reward(x, field)
+    result = Rollout(torch.stack(states), torch.stack(actions), torch.stack(paid) if rewards else None, field)
     if not torch.isfinite(result.states).all():
         raise FloatingPointError(f"states became non-finite in a rollout of {game.name}")
     return result

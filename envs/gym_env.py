@@ -46,6 +46,7 @@ class MeanFieldEnv(gym.Env):
         self.state = self.game.initial_states(1, self.generator)
         return self._observe(), {}
 
+    @torch.no_grad()
     def step(self, action: np.ndarray):
         a = torch.as_tensor(np.asarray(action, dtype=np.float32).reshape(1, -1)).clamp(-1, 1)
         a = a * self.game.action_bound

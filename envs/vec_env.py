@@ -83,6 +83,7 @@ class BatchedMeanFieldVecEnv(VecEnv):
         actions = torch.as_tensor(np.asarray(actions), dtype=torch.float32, device=self.device)
         self._actions = actions.reshape(self.num_envs, self.game.action_dim).clamp(-1.0, 1.0)
 
+    @torch.no_grad()
     def step_wait(self) -> VecEnvStepReturn:
         assert self._actions is not None, "step_async must be called before step_wait"
         a = self._actions * self.game.action_bound
