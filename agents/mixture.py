@@ -4,39 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-from dedafp.agents.policy import Policy
 from torch import Tensor
+
+from dedafp.agents.policy import Policy
 
 
 class MixturePolicy:
-    """A population in which agent ``i`` plays ``policies[assignment[i]]`` for its whole episode.
+    """A population in which agent ``i`` plays ``policies[i mod k]`` for its whole episode.
 
     This is the exact fictitious-play average (Algo 1 of the DEDA-FP paper): its occupancy is the
-    uniform mixture of the members' occupancies. It is a policy *of a fixed batch of agents*:
-    ``distribution(t, x)`` needs ``x`` ordered like ``assignment`` (shape ``[n]``).
+    uniform mixture of the members' occupancies. The assignment follows the agent's index in the
+    batch (exactly uniform, no state), so ``distribution(t, x)`` must be called with agents in
+    the same order at every t, as rollouts do.
     """
 
-    def __init__(self, policies: Sequence[Policy], n: int, generator: torch.Generator | None = None,
-                 device: torch.device | str = "cpu") -> None:
+    def __init__(self, policies: Sequence[Policy]) -> None:
         if len(policies) == 0:
             raise ValueError("a mixture needs at least one policy")
         self.policies = list(policies)
         self.action_bound = self.policies[0].action_bound
-        self.assignment = torch.randint(len(self.policies), (n,), generator=generator, device=device)
 
     def distribution(self, t: int, x: Tensor) -> tuple[Tensor, Tensor]:
-        if x.shape[0] != self.assignment.shape[0]:
-            raise ValueError(f"this mixture was drawn for {self.assignment.shape[0]} agents, got {x.shape[0]}")
-        mean = std = None
-        for j, policy in enumerate(self.policies):
-            members = (self.assignment == j).nonzero(as_tuple=True)[0]
-            if members.numel() == 0:
-                continue
-            m, s = policy.distribution(t, x[members])
-            if mean is None:
-                mean = x.new_zeros(x.shape[0], m.shape[1])
-                std = x.new_zeros(x.shape[0], m.shape[1])
-            mean[members], std[members] = m, s
-        assert mean is not None and std is not None
+        k = len(self.policies)
+        outputs = [policy.distribution(t, x[j::k]) for j, policy in enumerate(self.policies) if x[j::k].shape[0]]
+        mean = x.new_empty(x.shape[0], outputs[0][0].shape[1])
+        std = x.new_empty(x.shape[0], outputs[0][0].shape[1])
+        for j, (m, s) in enumerate(outputs):
+            mean[j::k], std[j::k] = m, s
         return mean, std

@@ -63,8 +63,7 @@ class LQEvaluator:
                 self.config, best_responses[-1].distribution, self.eval_agents,
                 mean_flow=br_field.double().cpu().numpy(), seed=seed + 1, device=self.device).exploitability
             metrics["theory/br_shortfall"] = shortfall.exploitability
-            generator = torch.Generator(device=self.device).manual_seed(seed + 2)
-            mixture = MixturePolicy(best_responses, self.eval_agents, generator, self.device)
+            mixture = MixturePolicy(best_responses)
             mixed = lq.monte_carlo_exploitability(self.config, mixture.distribution, self.eval_agents,
                                                   seed=seed + 3, device=self.device).exploitability
             metrics["theory/bc_error"] = e.exploitability - mixed.exploitability

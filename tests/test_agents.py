@@ -132,11 +132,12 @@ def test_mixture_policy_assigns_agents_uniformly_and_plays_each_member():
     T = game.horizon
     members = [AffineTorchPolicy(lq.AffinePolicy(np.zeros((T, 1, 1)), np.full((T, 1), v), np.zeros((T, 1, 1))),
                                  game.action_bound) for v in (-1.0, 0.0, 2.0)]
-    mixture = MixturePolicy(members, 30_000, torch.Generator().manual_seed(0))
-    mean, std = mixture.distribution(0, torch.zeros(30_000, 1))
+    mixture = MixturePolicy(members)
+    x = torch.randn(30_001, 1)
+    mean, std = mixture.distribution(0, x)
+    assert mean[:6, 0].tolist() == [-1.0, 0.0, 2.0, -1.0, 0.0, 2.0]     # agent i plays member i mod 3
     values, counts = torch.unique(mean[:, 0], return_counts=True)
-    assert values.tolist() == [-1.0, 0.0, 2.0]
-    np.testing.assert_allclose(counts.numpy() / 30_000, 1 / 3, atol=0.011)   # 4 binomial s.e.
+    assert values.tolist() == [-1.0, 0.0, 2.0] and counts.tolist() == [10_001, 10_000, 10_000]
     assert float(std.abs().max()) == 0.0
 
 
