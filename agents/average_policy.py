@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from dedafp.envs.base import MeanFieldGame
 from torch import Tensor, nn
+
+from dedafp.envs.base import MeanFieldGame
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from dedafp.envs.base import MeanFieldGame
-from dedafp.envs.vec_env import BatchedMeanFieldVecEnv
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import Logger
@@ -26,6 +24,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.sac.policies import SACPolicy
 from torch import Tensor, nn
 
+from dedafp.envs.base import MeanFieldGame
+from dedafp.envs.vec_env import BatchedMeanFieldVecEnv
 from dedafp.population.base import PopulationModel
 
 ALGORITHMS = ("ppo", "sac", "riccati")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
+from torch import Tensor
+
 from dedafp.agents.best_response import BestResponder, DeterministicPolicy
 from dedafp.envs.base import MeanFieldGame
 from dedafp.envs.lq import LQGame
-from torch import Tensor
-
 from dedafp.population.base import PopulationModel
 from dedafp.reference import lq
 

@@ -4,6 +4,7 @@ Importing this package registers ``dedafp/LQ-v0`` with Gymnasium.
 """
 
 import gymnasium
+
 from dedafp.envs.base import MeanFieldGame
 from dedafp.envs.lq import LQConfig, LQGame, lq_preset
 

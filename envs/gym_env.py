@@ -13,9 +13,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+
 from dedafp.envs.base import MeanFieldGame
 from dedafp.envs.vec_env import action_space, observation_space
-
 from dedafp.population.base import PopulationModel
 
 

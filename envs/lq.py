@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 import torch
-from dedafp.envs.base import MeanFieldGame
 from torch import Tensor
 
+from dedafp.envs.base import MeanFieldGame
 from dedafp.population.base import PopulationModel
 from dedafp.population.gaussian import GaussianPopulation
 

@@ -18,9 +18,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from dedafp.envs.base import MeanFieldGame
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
+from dedafp.envs.base import MeanFieldGame
 from dedafp.population.base import PopulationModel
 
 

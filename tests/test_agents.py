@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 import torch
+
 from dedafp.agents.average_policy import AveragePolicy, AveragePolicyConfig, FictitiousPlayBuffer
 from dedafp.agents.best_response import BestResponseConfig, MLPPolicy, SB3BestResponder
 from dedafp.agents.mixture import MixturePolicy
 from dedafp.agents.riccati import AffineTorchPolicy, RiccatiBestResponder
 from dedafp.envs.lq import LQGame, lq_preset
-
 from dedafp.population import GaussianPopulation
 from dedafp.reference import lq
 from dedafp.rollout import rollout

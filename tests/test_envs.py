@@ -1,14 +1,15 @@
 """Contract tests of the LQ game's Gymnasium env and the natively batched VecEnv."""
 
-import dedafp.envs  # noqa: F401  (registers dedafp/LQ-v0)
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from gymnasium.utils.env_checker import check_env
+
+import dedafp.envs  # noqa: F401  (registers dedafp/LQ-v0)
 from dedafp.envs.gym_env import MeanFieldEnv
 from dedafp.envs.lq import LQGame, lq_preset
 from dedafp.envs.vec_env import BatchedMeanFieldVecEnv
-from gymnasium.utils.env_checker import check_env
 
 
 @pytest.mark.parametrize("preset", ["lq1d", "lq2d"])

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from dedafp.envs.lq import LQGame, lq_preset
 from scipy.optimize import minimize
 
+from dedafp.envs.lq import LQGame, lq_preset
 from dedafp.reference import lq
 
 
