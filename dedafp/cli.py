@@ -1,7 +1,7 @@
 """The ``dedafp`` command line: train, evaluate, plot, bench (and the solver families' commands).
 
-    dedafp train lq1d|lq2d [--iterations K] [--seed S] [--config FILE] [--set key=value ...]
-                           [--device cpu|cuda] [--out DIR]
+    dedafp train ENV [--algorithm dedafp|algo1|algo2] [--iterations K] [--seed S] [--config FILE]
+                     [--set key=value ...] [--device cpu|cuda] [--out DIR]
     dedafp train --resume RUN [--iterations K]
     dedafp evaluate RUN [--agents N]
     dedafp plot RUN
@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from dedafp.config import RunConfig, load_config
+from dedafp.config import ALGORITHMS, RunConfig, load_config
 from dedafp.games import GAMES
 
 
@@ -58,13 +58,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra = {"seed": args.seed} if args.seed is not None else {}
         if args.device is not None:
             extra["device"] = args.device
+        if args.algorithm is not None:
+            extra["algorithm"] = args.algorithm
         config = load_config(args.env, args.config, overrides, **extra)
         run_dir = Path(args.out) if args.out else Path("runs") / f"{args.env}-{time.strftime('%Y%m%d-%H%M%S')}"
 
     columns = ("fp/exploitability", "fp/exploitability_se", "br/return", "bc/nll", "flow/nll",
                "theory/br_shortfall", "theory/bc_error", "theory/flow_w2", "time/iteration")
-    console.print(f"[bold]dedafp train[/bold] {config.env}: {config.fp.iterations} iterations, "
-                  f"best response {config.best_response.algorithm}, flow {config.flow.backend}, "
+    density = f"flow {config.flow.backend}" if config.algorithm == "dedafp" else f"KDE {config.fp.kde_bandwidth}"
+    console.print(f"[bold]dedafp train[/bold] {config.env} ({config.algorithm}): {config.fp.iterations} iterations, "
+                  f"best response {config.best_response.algorithm}, {density}, "
                   f"device {config.device} -> {run_dir}")
     console.print("  k  " + "  ".join(f"{c.split('/')[1]:>14}" for c in columns))
 
@@ -140,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config field, e.g. best_response.total_steps=100000 (repeatable)")
     train.add_argument("--device", choices=["cpu", "cuda"])
+    train.add_argument("--algorithm", choices=list(ALGORITHMS),
+                       help="dedafp (default), or the paper's baselines algo1 / algo2 (kernel density)")
     train.add_argument("--out", help="run folder (default runs/<env>-<timestamp>)")
     train.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
     train.set_defaults(func=cmd_train)

@@ -19,6 +19,7 @@ from dedafp.agents.average_policy import AveragePolicyConfig
 from dedafp.agents.best_response import BestResponseConfig
 from dedafp.games import GAME_DEFAULTS, GAMES
 from dedafp.population.flow import FlowConfig
+from dedafp.population.particles import BANDWIDTH_RULES
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class FictitiousPlayConfig:
         population_agents: agents simulated with the average policy to fit the flow (>= 16).
         eval_agents: agents of the Monte Carlo exploitability evaluation (>= 2; 0 disables it).
         initial_flow_steps: flow steps of the first fit (from scratch; later fits warm-start).
+        kde_bandwidth: kernel bandwidth of the baselines' density estimate: ``"scott"``,
+            ``"silverman"`` or a positive factor of the particles' standard deviation.
     """
 
     iterations: int = 10
@@ -38,6 +41,7 @@ class FictitiousPlayConfig:
     population_agents: int = 20_000
     eval_agents: int = 50_000
     initial_flow_steps: int = 800
+    kde_bandwidth: str | float = "scott"
 
     def __post_init__(self) -> None:
         for name, minimum in (("iterations", 1), ("br_agents", 1), ("population_agents", 16),
@@ -45,15 +49,30 @@ class FictitiousPlayConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ValueError(f"fp.{name} must be an integer >= {minimum}, got {value!r}")
+        if not (self.kde_bandwidth in BANDWIDTH_RULES or (isinstance(self.kde_bandwidth, (int, float))
+                                                         and not isinstance(self.kde_bandwidth, bool)
+                                                         and self.kde_bandwidth > 0)):
+            raise ValueError(f"fp.kde_bandwidth must be one of {BANDWIDTH_RULES} or a number > 0, "
+                             f"got {self.kde_bandwidth!r}")
         if self.eval_agents == 1:
             raise ValueError("fp.eval_agents must be 0 (no evaluation) or >= 2, got 1")
 
 
+ALGORITHMS = ("dedafp", "algo1", "algo2")
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a training run needs. ``game`` holds overrides of the preset's parameters."""
+    """Everything a training run needs. ``game`` holds overrides of the preset's parameters.
+
+    ``algorithm`` selects DEDA-FP or one of the paper's baselines, which share every other part:
+    ``algo1`` keeps every best response (each simulated agent follows one for its whole episode,
+    no behavioural cloning) and ``algo2`` keeps the behaviour-cloned average; both estimate the
+    density with a Gaussian kernel over the simulated agents instead of the flow.
+    """
 
     env: str = "lq2d"
+    algorithm: str = "dedafp"
     seed: int = 0
     device: str = "cpu"
     game: dict[str, Any] = field(default_factory=dict)
@@ -65,6 +84,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.env not in GAMES:
             raise ValueError(f"env must be one of {GAMES}, got {self.env!r}")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if not (self.device in ("cpu", "cuda") or str(self.device).startswith("cuda:")):

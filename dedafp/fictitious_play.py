@@ -11,6 +11,10 @@ Before iteration 1 (k = 0) the flow is fitted to the initial average policy's po
 near-zero policy). Every iteration reports exploitability and, where the game has a reference,
 the error terms of the paper's Theorem 1.
 
+The paper's baselines (``config.algorithm``) replace single steps and share everything else:
+Algo 1 skips step 3 and simulates the exact episode mixture of all best responses; Algo 1 and
+Algo 2 replace the flow of step 4 by a Gaussian kernel density estimate over the simulated agents.
+
 Usage::
 
     from dedafp.config import load_config
@@ -33,11 +37,13 @@ import torch
 
 from dedafp.agents.average_policy import AveragePolicy, FictitiousPlayBuffer
 from dedafp.agents.best_response import BestResponder, DeterministicPolicy, SB3BestResponder
+from dedafp.agents.mixture import MixturePolicy
+from dedafp.agents.policy import Policy
 from dedafp.agents.riccati import RiccatiBestResponder
 from dedafp.config import RunConfig
 from dedafp.envs.base import MeanFieldGame
 from dedafp.games import make_evaluator, make_game
-from dedafp.population.flow import FlowPopulation
+from dedafp.population import FlowPopulation, ParticlePopulation, PopulationModel, population_from_state_dict
 from dedafp.rollout import rollout
 
 
@@ -65,8 +71,11 @@ class FictitiousPlay:
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.buffer = FictitiousPlayBuffer(config.average_policy.buffer_capacity,
                                            torch.Generator().manual_seed(seed + 1))
+        self.uses_behaviour_cloning = config.algorithm != "algo1"
+        self.uses_flow = config.algorithm == "dedafp"
         self._average_policy = AveragePolicy(self.game, config.average_policy, self.device, seed)
-        self._population = FlowPopulation(config.flow, self.game.state_dim, self.game.horizon, self.device, seed)
+        self._population: PopulationModel = FlowPopulation(config.flow, self.game.state_dim, self.game.horizon,
+                                                           self.device, seed)
         self.responder = self._make_responder()
         self.best_responses: list[DeterministicPolicy] = []
         self.history: list[IterationRecord] = []
@@ -79,13 +88,15 @@ class FictitiousPlay:
         return SB3BestResponder(self.game, c, self.device, self.config.seed)
 
     @property
-    def average_policy(self) -> AveragePolicy:
-        """The behaviour-cloned average policy π̄^k."""
-        return self._average_policy
+    def average_policy(self) -> Policy:
+        """The average policy π̄^k: behaviour-cloned, or (Algo 1) the mixture of all best responses."""
+        if self.uses_behaviour_cloning or not self.best_responses:
+            return self._average_policy
+        return MixturePolicy(self.best_responses)
 
     @property
-    def population(self) -> FlowPopulation:
-        """The population model μ^k (a time-conditioned normalizing flow)."""
+    def population(self) -> PopulationModel:
+        """The population model μ^k: a normalizing flow, or (baselines) a kernel density estimate."""
         return self._population
 
     @property
@@ -95,24 +106,27 @@ class FictitiousPlay:
 
     # ---- the algorithm ------------------------------------------------------------------------
 
-    def _fit_population(self, steps: int | None) -> tuple[dict[str, float], Any]:
-        """Roll the average policy out (its own mean-field flow) and fit the flow to it."""
+    def _fit_population(self, steps: int | None) -> dict[str, float]:
+        """Roll the average policy out (its own mean-field flow) and fit the population model to it."""
         start = time.perf_counter()
         # A consistent rollout replaces what the dynamics read with the simulated population's own
         # statistics; rewards are not needed here (a density reward would cost a flow query per step).
         field = self.game.bind(self._population)
-        sim = rollout(self.game, self._average_policy, self.config.fp.population_agents, field, consistent=True,
+        sim = rollout(self.game, self.average_policy, self.config.fp.population_agents, field, consistent=True,
                       generator=self.generator, device=self.device, rewards=False)
         rollout_time = time.perf_counter() - start
         start = time.perf_counter()
+        if not self.uses_flow:
+            self._population = ParticlePopulation(sim.states, self.config.fp.kde_bandwidth, device=self.device)
+            return {"time/rollout": rollout_time, "time/flow": time.perf_counter() - start}
         times, states = sim.population_samples()
         nll = self._population.fit(times, states, steps=steps, generator=self.generator)
-        return {"flow/nll": nll, "time/rollout": rollout_time, "time/flow": time.perf_counter() - start}, sim
+        return {"flow/nll": nll, "time/rollout": rollout_time, "time/flow": time.perf_counter() - start}
 
     def initialise(self) -> IterationRecord:
         """Fit the flow to the initial average policy's population (iteration 0); idempotent."""
         if not self.history:
-            metrics, _ = self._fit_population(self.config.fp.initial_flow_steps)
+            metrics = self._fit_population(self.config.fp.initial_flow_steps)
             self.history.append(self._record(0, metrics, None))
         return self.history[0]
 
@@ -137,22 +151,21 @@ class FictitiousPlay:
         start = time.perf_counter()
         played = rollout(self.game, best_response, self.config.fp.br_agents, br_field, deterministic=True,
                          generator=self.generator, device=self.device)
-        self.buffer.add(*played.samples())
         metrics["br/return"] = float(played.returns.mean())
-
-        # 3. behavioural cloning of the average policy on every best response so far
-        metrics["bc/nll"] = self._average_policy.fit(self.buffer)
+        if self.uses_behaviour_cloning:
+            self.buffer.add(*played.samples())
+            # 3. behavioural cloning of the average policy on every best response so far
+            metrics["bc/nll"] = self._average_policy.fit(self.buffer)
         metrics["time/bc"] = time.perf_counter() - start
 
-        # 4. the average policy's population, learned by the flow (warm start)
-        flow_metrics, _ = self._fit_population(None)
-        metrics.update(flow_metrics)
+        # 4. the average policy's population, learned by the flow (warm start) or a kernel estimate
+        metrics.update(self._fit_population(None))
         return self._record(k, metrics, br_field)
 
     def _record(self, k: int, metrics: dict[str, float], br_field: torch.Tensor | None) -> IterationRecord:
         start = time.perf_counter()
         if self.evaluator is not None:
-            metrics.update(self.evaluator.evaluate(k, self._average_policy, self._population,
+            metrics.update(self.evaluator.evaluate(k, self.average_policy, self._population,
                                                    self.best_responses, br_field))
         metrics["time/evaluation"] = time.perf_counter() - start
         metrics["time/iteration"] = sum(v for key, v in metrics.items()
@@ -193,7 +206,7 @@ class FictitiousPlay:
         self.buffer.load_state_dict(state["buffer"])
         self._average_policy.net.load_state_dict(state["average_policy"]["net"])
         self._average_policy.optimizer.load_state_dict(state["average_policy"]["optimizer"])
-        self._population = FlowPopulation.from_state_dict(state["population"], self.device)
+        self._population = population_from_state_dict(state["population"], str(self.device))
         self.best_responses = state["best_responses"]
         if state["responder"] is not None and isinstance(self.responder, SB3BestResponder):
             self.responder.model = self.responder._build(self.responder._env(self._population, 0))

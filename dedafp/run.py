@@ -32,11 +32,13 @@ import torch
 import yaml
 
 from dedafp.agents.average_policy import AveragePolicy
+from dedafp.agents.mixture import MixturePolicy
+from dedafp.agents.policy import Policy
 from dedafp.config import RunConfig
 from dedafp.envs.base import MeanFieldGame
 from dedafp.fictitious_play import FictitiousPlay, IterationRecord
 from dedafp.games import make_game
-from dedafp.population.flow import FlowPopulation
+from dedafp.population import PopulationModel, population_from_state_dict
 
 CHECKPOINTS = "checkpoints"
 
@@ -113,8 +115,12 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False,
 
 
 def _save_outputs(loop: FictitiousPlay, run_dir: Path, wall_clock: float) -> None:
-    loop.average_policy.save(str(run_dir / "average_policy.pt.tmp"))
-    os.replace(run_dir / "average_policy.pt.tmp", run_dir / "average_policy.pt")
+    policy = loop.average_policy
+    if isinstance(policy, AveragePolicy):
+        policy.save(str(run_dir / "average_policy.pt.tmp"))
+        os.replace(run_dir / "average_policy.pt.tmp", run_dir / "average_policy.pt")
+    else:   # Algo 1: the average is the mixture of the stored best responses
+        _atomic_save({"best_responses": policy.policies}, run_dir / "average_policy.pt")
     _atomic_save(loop.population.state_dict(), run_dir / "population.pt")
     write_metrics(loop.history, run_dir / "metrics.csv")
     summary = {"iterations": loop.completed, "wall_clock_seconds": wall_clock,
@@ -129,12 +135,13 @@ class Run:
         path: the folder.
         config: its resolved :class:`RunConfig`.
         game: the game it was trained on.
-        average_policy: the final :class:`AveragePolicy` (``predict(t, x)``, ``distribution(t, x)``).
-        population: the final :class:`FlowPopulation` (``sample``, ``log_prob``, ``mean``).
+        average_policy: the final average policy (``distribution(t, x)``; an :class:`AveragePolicy`
+            also has ``predict(t, x)``; Algo 1 runs give a :class:`MixturePolicy`).
+        population: the final population model (``sample``, ``log_prob``, ``mean``).
     """
 
-    def __init__(self, path: Path, config: RunConfig, game: MeanFieldGame, average_policy: AveragePolicy,
-                 population: FlowPopulation) -> None:
+    def __init__(self, path: Path, config: RunConfig, game: MeanFieldGame, average_policy: Policy,
+                 population: PopulationModel) -> None:
         self.path = path
         self.config = config
         self.game = game
@@ -155,7 +162,9 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> Run:
     game = make_game(config.env, config.game)
     if not (run_dir / "average_policy.pt").exists():
         raise FileNotFoundError(f"{run_dir} has no finished iteration yet (no average_policy.pt)")
-    policy = AveragePolicy.load(str(run_dir / "average_policy.pt"), game, device)
-    population = FlowPopulation.from_state_dict(
-        torch.load(run_dir / "population.pt", map_location=device, weights_only=False), device)
+    saved = torch.load(run_dir / "average_policy.pt", map_location=device, weights_only=False)
+    policy = (MixturePolicy(saved["best_responses"]) if "best_responses" in saved
+              else AveragePolicy.load(str(run_dir / "average_policy.pt"), game, device))
+    population = population_from_state_dict(
+        torch.load(run_dir / "population.pt", map_location=device, weights_only=False), str(device))
     return Run(run_dir, config, game, policy, population)

@@ -76,6 +76,23 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path):
                                rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("algorithm", ["algo1", "algo2"])
+def test_baselines_train_and_load_through_the_same_api(tmp_path, algorithm):
+    out = tmp_path / algorithm
+    assert main(["train", "lq1d", "--algorithm", algorithm, "--iterations", "2", "--out", str(out),
+                 *_args(*TINY)]) == 0
+    rows = _rows(out)
+    assert [int(r["iteration"]) for r in rows] == [0, 1, 2]
+    assert ("bc/nll" in rows[-1]) == (algorithm == "algo2")
+    assert "flow/nll" not in rows[-1] and float(rows[-1]["theory/flow_w2"]) >= 0
+    run = load_run(out)
+    assert type(run.population).__name__ == "ParticlePopulation"
+    assert type(run.average_policy).__name__ == ("MixturePolicy" if algorithm == "algo1" else "AveragePolicy")
+    mean, std = run.average_policy.distribution(3, torch.zeros(6, 1))
+    assert mean.shape == std.shape == (6, 1)
+    assert run.population.log_prob(torch.zeros(4, 1), 3).shape == (4,)
+
+
 def test_training_into_an_existing_run_folder_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "lq1d", "--iterations", "1", "--out", str(out), *_args(*TINY)]
@@ -92,6 +109,8 @@ def test_training_into_an_existing_run_folder_is_refused(tmp_path, capsys):
     ("fp.iterations=0", "fp.iterations must be an integer >= 1"),
     ("nonsense.x=1", "unknown config section"),
     ("device=tpu", "device must be 'cpu', 'cuda' or 'cuda:N'"),
+    ("algorithm=algo9", "algorithm must be one of"),
+    ("fp.kde_bandwidth=wide", "fp.kde_bandwidth must be one of"),
 ])
 def test_bad_configs_fail_with_clear_messages(tmp_path, capsys, assignment, message):
     code = main(["train", "lq1d", "--out", str(tmp_path / "r"), "--set", assignment])

@@ -5,4 +5,14 @@ from dedafp.population.flow import FlowConfig, FlowPopulation
 from dedafp.population.gaussian import GaussianPopulation
 from dedafp.population.particles import ParticlePopulation
 
-__all__ = ["PopulationModel", "FlowConfig", "FlowPopulation", "GaussianPopulation", "ParticlePopulation"]
+__all__ = ["PopulationModel", "FlowConfig", "FlowPopulation", "GaussianPopulation", "ParticlePopulation",
+           "population_from_state_dict"]
+
+
+def population_from_state_dict(state: dict, device: str = "cpu") -> PopulationModel:
+    """Rebuild a flow or particle model from its ``state_dict()`` (the ``kind`` entry says which)."""
+    kinds = {"flow": FlowPopulation, "particles": ParticlePopulation}
+    kind = state.get("kind", "flow")
+    if kind not in kinds:
+        raise ValueError(f"unknown population model kind {kind!r}; allowed: {sorted(kinds)}")
+    return kinds[kind].from_state_dict(state, device)

@@ -329,7 +329,7 @@ class FlowPopulation(PopulationModel):
 
     def state_dict(self) -> dict:
         """Everything needed to rebuild the model: config, shapes, weights, whitening, optimizer."""
-        return {"config": dataclasses.asdict(self.config), "dim": self.dim, "horizon": self.horizon,
+        return {"kind": "flow", "config": dataclasses.asdict(self.config), "dim": self.dim, "horizon": self.horizon,
                 "net": self.net.state_dict(), "centre": self.centre.cpu(), "chol": self.chol.cpu(),
                 "optimizer": self.optimizer.state_dict()}
 

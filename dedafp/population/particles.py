@@ -47,6 +47,7 @@ class ParticlePopulation(PopulationModel):
         self.horizon = states.shape[0] - 1
         self.dim = states.shape[2]
         self.chunk = chunk
+        self.bandwidth = bandwidth
         n = states.shape[1]
         factor = bandwidth_factor(bandwidth, n, self.dim)
         x = self.states.double()
@@ -88,3 +89,12 @@ class ParticlePopulation(PopulationModel):
             sq = torch.cdist(queries[start:start + self.chunk], centres).square()
             pieces.append(torch.logsumexp(-0.5 * sq, dim=1))
         return torch.cat(pieces) + const if pieces else x.new_zeros(0)
+
+    def state_dict(self) -> dict:
+        """Particles and bandwidth rule (rebuild with :meth:`from_state_dict`)."""
+        return {"kind": "particles", "states": self.states.cpu(), "bandwidth": self.bandwidth}
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device: torch.device | str = "cpu") -> ParticlePopulation:
+        """Rebuild a model saved with :meth:`state_dict`."""
+        return cls(state["states"], state["bandwidth"], device=device)
