@@ -87,21 +87,40 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from dedafp.envs.lq import LQGame
-    from dedafp.evaluation import LQEvaluator
-    from dedafp.run import load_run
+    from dedafp.evaluation import deep_rl_exploitability
+    from dedafp.fictitious_play import FictitiousPlay
+    from dedafp.games import make_evaluator
+    from dedafp.run import CHECKPOINTS, load_run, write_metrics
 
     _threads(args)
     run = load_run(args.run)
-    if not isinstance(run.game, LQGame):
-        print(f"error: evaluate supports the LQ games so far, not {run.config.env}", file=sys.stderr)
+    seed = run.config.seed if args.seed is None else args.seed
+    evaluator = make_evaluator(run.game, args.agents, run.config.fp.iterations, seed=seed)
+    if evaluator is None and not args.deep_rl:
+        print(f"error: {run.config.env} has no reference evaluator; use --deep-rl", file=sys.stderr)
         return 2
-    evaluator = LQEvaluator(run.game, args.agents, iterations=0, seed=args.seed)
-    metrics = evaluator.evaluate(0, run.average_policy, run.population, [], None)
+    records = []
+    if args.all_iterations:
+        from dedafp.fictitious_play import IterationRecord
+        for path in sorted((run.path / CHECKPOINTS).glob("iter_*.pt")):
+            loop = FictitiousPlay(run.config)
+            loop.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+            metrics = evaluator.evaluate(loop.completed, loop.average_policy, loop.population, [], None)
+            records.append(IterationRecord(loop.completed, metrics))
+            print(f"iteration {loop.completed:>3}: " + ", ".join(f"{k} {_format(v)}" for k, v in metrics.items()))
+        write_metrics(records, run.path / "evaluation.csv")
+        print(f"written to {run.path / 'evaluation.csv'}")
+        return 0
+    metrics = {} if evaluator is None else evaluator.evaluate(0, run.average_policy, run.population, [], None)
     metrics.pop("reference/exact_fp_exploitability", None)
+    if args.deep_rl:
+        metrics.update(deep_rl_exploitability(run.game, run.population, run.average_policy,
+                                              run.config.best_response, args.agents, seed))
     (run.path / "evaluation.json").write_text(json.dumps(metrics, indent=2))
     for key, value in metrics.items():
-        print(f"{key:32s} {_format(value)}")
+        print(f"{key:40s} {_format(value)}")
+    if args.deep_rl:
+        print("deep_rl/*: a fresh best response against the frozen population: a LOWER bound on exploitability")
     print(f"written to {run.path / 'evaluation.json'}")
     return 0
 
@@ -152,7 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="exploitability and flow accuracy of a run's final policy")
     evaluate.add_argument("run")
     evaluate.add_argument("--agents", type=int, default=100_000)
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=int, help="evaluation seed (default: the run's seed)")
+    evaluate.add_argument("--all-iterations", action="store_true",
+                          help="evaluate every checkpoint against the reference (writes RUN/evaluation.csv)")
+    evaluate.add_argument("--deep-rl", action="store_true",
+                          help="also train a fresh best response against the final population (a lower bound)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     plot = sub.add_parser("plot", help="write a run's figures under RUN/figures")

@@ -69,4 +69,7 @@ def make_evaluator(game: MeanFieldGame, eval_agents: int, iterations: int, devic
     if isinstance(game, LQGame):
         from dedafp.evaluation import LQEvaluator
         return LQEvaluator(game, eval_agents, iterations, device, seed)
+    if game.name in ("four_rooms", "beach_bar"):
+        from dedafp.evaluation import GridEvaluator
+        return GridEvaluator(game, device, seed)
     return None

@@ -1,6 +1,7 @@
 """End-to-end tests of the command line, run folders, resume and the Python API."""
 
 import csv
+import json
 
 import pytest
 import torch
@@ -24,9 +25,13 @@ def _args(*items):
     return out
 
 
-def _rows(path):
-    with open(path / "metrics.csv") as handle:
+def _rows_of(path):
+    with open(path) as handle:
         return list(csv.DictReader(handle))
+
+
+def _rows(path):
+    return _rows_of(path / "metrics.csv")
 
 
 def test_train_evaluate_plot_end_to_end(tmp_path, capsys):
@@ -45,8 +50,16 @@ def test_train_evaluate_plot_end_to_end(tmp_path, capsys):
         assert column in rows[-1]
     assert float(rows[-1]["fp/exploitability"]) >= -1e-3          # exploitability is never negative
     assert float(rows[0]["fp/exploitability"]) > float(rows[-1]["fp/exploitability"])
-    assert main(["evaluate", str(out), "--agents", "2000"]) == 0
-    assert (out / "evaluation.json").exists()
+    assert main(["evaluate", str(out), "--agents", "2000", "--deep-rl"]) == 0
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["fp/exploitability"] >= -1e-3
+    assert "deep_rl/exploitability_lower_bound" in evaluation
+    assert main(["evaluate", str(out), "--agents", "2000", "--all-iterations"]) == 0
+    per_iteration = _rows_of(out / "evaluation.csv")
+    assert [int(r["iteration"]) for r in per_iteration] == [0, 1, 2]
+    # The checkpoint of the last iteration scores what the run itself reported (same seeds).
+    assert float(per_iteration[-1]["fp/exploitability"]) == pytest.approx(float(rows[-1]["fp/exploitability"]),
+                                                                        rel=1e-6)
     assert main(["plot", str(out)]) == 0
 
     run = load_run(out)
