@@ -40,6 +40,10 @@ class AveragePolicyConfig:
             ``action_bound`` (> 0); small, so the initial policy is close to ``a = 0``.
         beta: β of the β-NLL loss in [0, 1] (0: plain NLL). The minimiser is the same (conditional
             mean and variance); β > 0 only speeds up fitting the mean where the spread is wide.
+            Used with ``components = 1`` only.
+        components: Gaussian components of the action distribution (>= 1). One is the paper's
+            choice; several let the average keep apart best responses that go different ways
+            from the same state (a single Gaussian averages "left" and "right" into "straight on").
     """
 
     hidden: int = 64
@@ -51,9 +55,10 @@ class AveragePolicyConfig:
     warm_start: bool = False
     initial_std: float = 0.01
     beta: float = 0.5
+    components: int = 1
 
     def __post_init__(self) -> None:
-        for name, minimum in (("hidden", 1), ("layers", 1), ("steps", 0), ("batch_size", 1)):
+        for name, minimum in (("hidden", 1), ("layers", 1), ("steps", 0), ("batch_size", 1), ("components", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ValueError(f"average_policy.{name} must be an integer >= {minimum}, got {value!r}")
@@ -135,9 +140,11 @@ class FictitiousPlayBuffer:
 
 
 class AveragePolicy(nn.Module):
-    """Gaussian MLP policy ``a ~ N(μ(t, x), diag σ(t, x)²)`` on the game's observation of (t, x).
+    """Gaussian MLP policy ``a ~ N(μ(t, x), diag σ(t, x)²)`` on the game's observation of (t, x),
+    or a mixture of ``components`` such Gaussians with state-dependent weights.
 
-    Internally actions are divided by ``action_bound``; :meth:`distribution` returns physical units.
+    Internally actions are divided by ``action_bound``; :meth:`distribution` returns physical units
+    (for a mixture: its mean and per-coordinate standard deviation).
     """
 
     LOG_STD_MIN, LOG_STD_MAX = -7.0, 1.0
@@ -162,27 +169,50 @@ class AveragePolicy(nn.Module):
             for _ in range(self.config.layers):
                 layers += [nn.Linear(width, self.config.hidden), nn.Tanh()]
                 width = self.config.hidden
-            layers.append(nn.Linear(width, 2 * self.action_dim))
+            k, d = self.config.components, self.action_dim
+            layers.append(nn.Linear(width, k * 2 * d + (k if k > 1 else 0)))
             net = nn.Sequential(*layers)
-            nn.init.zeros_(net[-1].weight)
-            nn.init.zeros_(net[-1].bias)
-            nn.init.constant_(net[-1].bias[self.action_dim:], math.log(self.config.initial_std))
+            head = net[-1]
+            nn.init.zeros_(head.bias)
+            if k == 1:
+                nn.init.zeros_(head.weight)
+            else:   # small random weights break the symmetry between components
+                nn.init.normal_(head.weight, std=0.01)
+            nn.init.constant_(head.bias[k * d:2 * k * d], math.log(self.config.initial_std))
         return net
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def _normalised(self, t: int | Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _normalised(self, t: int | Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Component log-weights ``[n, K]``, means and log-stds ``[n, K, d_a]`` (units of action_bound)."""
         out = self.net(self.game.observation(t, x.to(self.device)))
-        mean, log_std = out.split(self.action_dim, dim=-1)
-        return mean, log_std.clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
+        k, d = self.config.components, self.action_dim
+        mean = out[:, :k * d].reshape(-1, k, d)
+        log_std = out[:, k * d:2 * k * d].reshape(-1, k, d).clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
+        log_weight = torch.log_softmax(out[:, 2 * k * d:], dim=-1) if k > 1 else out.new_zeros(out.shape[0], 1)
+        return log_weight, mean, log_std
 
     @torch.no_grad()
     def distribution(self, t: int, x: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and std ``[n, action_dim]`` of the action at time ``t`` for states ``x`` ``[n, d]``."""
-        mean, log_std = self._normalised(t, x)
-        return mean * self.action_bound, log_std.exp() * self.action_bound
+        log_weight, mean, log_std = self._normalised(t, x)
+        weight = log_weight.exp().unsqueeze(-1)
+        mixture_mean = (weight * mean).sum(1)
+        second = (weight * (mean**2 + (2 * log_std).exp())).sum(1)
+        std = (second - mixture_mean**2).clamp_min(0).sqrt()
+        return mixture_mean * self.action_bound, std * self.action_bound
+
+    @torch.no_grad()
+    def sample(self, t: int, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Actions ``[n, action_dim]`` drawn from the (mixture) distribution, unclipped."""
+        log_weight, mean, log_std = self._normalised(t, x)
+        rows = torch.arange(mean.shape[0], device=mean.device)
+        component = (torch.multinomial(log_weight.exp(), 1, generator=generator)[:, 0]
+                     if self.config.components > 1 else torch.zeros_like(rows))
+        noise = torch.randn(mean.shape[0], self.action_dim, generator=generator, device=mean.device)
+        return (mean[rows, component] + log_std[rows, component].exp() * noise) * self.action_bound
 
     def predict(self, t: int, x: Tensor, deterministic: bool = False,
                 generator: torch.Generator | None = None) -> Tensor:
@@ -190,15 +220,23 @@ class AveragePolicy(nn.Module):
         from dedafp.agents.policy import act
         return act(self, t, x, deterministic, generator)
 
-    def _per_dim_nll(self, times: Tensor, states: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
-        mean, log_std = self._normalised(times.to(self.device), states)
-        target = actions.to(self.device) / self.action_bound
-        return 0.5 * ((target - mean) / log_std.exp()) ** 2 + log_std + 0.5 * math.log(2 * math.pi), log_std
+    def _losses(self, times: Tensor, states: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-sample NLL ``[n]`` (normalised units) and the training loss (β-NLL for one component)."""
+        log_weight, mean, log_std = self._normalised(times.to(self.device), states)
+        target = (actions.to(self.device) / self.action_bound).unsqueeze(1)
+        per_dim = 0.5 * ((target - mean) / log_std.exp()) ** 2 + log_std + 0.5 * math.log(2 * math.pi)
+        nll = -torch.logsumexp(log_weight - per_dim.sum(-1), dim=1)
+        if self.config.components > 1:
+            return nll, nll.mean()
+        # β-NLL (Seitzer et al., 2022): weighting each term by σ^(2β), held constant, keeps the
+        # mean's gradient from vanishing where the spread is large; same minimiser.
+        weight = (2 * self.config.beta * log_std).exp().detach()
+        return nll, (weight * per_dim).sum(-1).mean()
 
     def nll(self, times: Tensor, states: Tensor, actions: Tensor) -> Tensor:
-        """Mean Gaussian negative log-likelihood (nats, physical action units) of the samples."""
-        per_dim, _ = self._per_dim_nll(times, states, actions)
-        return per_dim.sum(-1).mean() + self.action_dim * math.log(self.action_bound)
+        """Mean negative log-likelihood (nats, physical action units) of the samples."""
+        nll, _ = self._losses(times, states, actions)
+        return nll.mean() + self.action_dim * math.log(self.action_bound)
 
     def fit(self, buffer: FictitiousPlayBuffer, steps: int | None = None) -> float:
         """Behavioural cloning on ``buffer``. Returns the mean NLL of the last 10% of steps.
@@ -215,18 +253,14 @@ class AveragePolicy(nn.Module):
         losses = []
         offset = self.action_dim * math.log(self.action_bound)
         for _ in range(steps):
-            per_dim, log_std = self._per_dim_nll(*buffer.sample(self.config.batch_size))
-            # β-NLL (Seitzer et al., 2022): weighting each term by σ^(2β), held constant, keeps
-            # the mean's gradient from vanishing where the spread is large; same minimiser.
-            weight = (2 * self.config.beta * log_std).exp().detach()
-            loss = (weight * per_dim).sum(-1).mean()
+            nll, loss = self._losses(*buffer.sample(self.config.batch_size))
             if not torch.isfinite(loss):
                 raise FloatingPointError("behavioural-cloning loss became non-finite")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             schedule.step()
-            losses.append(per_dim.sum(-1).mean().item() + offset)
+            losses.append(nll.mean().item() + offset)
         tail = losses[-max(1, steps // 10):]
         return float(np.mean(tail)) if losses else float("nan")
 

@@ -28,7 +28,13 @@ class Policy(Protocol):
 
 def act(policy: Policy, t: int, x: Tensor, deterministic: bool = False,
         generator: torch.Generator | None = None) -> Tensor:
-    """Actions ``[n, action_dim]`` drawn from ``policy`` (its mean if ``deterministic``), clipped."""
+    """Actions ``[n, action_dim]`` drawn from ``policy`` (its mean if ``deterministic``), clipped.
+
+    A policy with its own ``sample(t, x, generator)`` (e.g. a Gaussian mixture) is sampled with it;
+    otherwise actions are drawn from the diagonal Gaussian of :meth:`Policy.distribution`.
+    """
+    if not deterministic and hasattr(policy, "sample"):
+        return policy.sample(t, x, generator).clamp(-policy.action_bound, policy.action_bound)
     mean, std = policy.distribution(t, x)
     if not deterministic:
         mean = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device)

@@ -14,20 +14,35 @@ import torch  # noqa: E402
 from dedafp.envs.lq import LQGame  # noqa: E402
 from dedafp.reference import lq  # noqa: E402
 from dedafp.rollout import rollout  # noqa: E402
-from dedafp.run import Run  # noqa: E402
+from dedafp.run import Run, read_metrics_file  # noqa: E402
 
 
 def _column(rows: list[dict[str, float]], key: str) -> np.ndarray:
     return np.array([row.get(key, np.nan) for row in rows])
 
 
-def plot_exploitability(run: Run, path: Path) -> None:
-    """Exploitability per iteration with its standard error, against exact fictitious play."""
+def _metrics_with_evaluation(run: Run) -> list[dict[str, float]]:
+    """The run's metrics, merged with ``evaluation.csv`` (``dedafp evaluate --all-iterations``) if present."""
     rows = run.metrics()
+    if (run.path / "evaluation.csv").exists():
+        extra = {int(r["iteration"]): r for r in read_metrics_file(run.path / "evaluation.csv")}
+        rows = [{**row, **extra.get(int(row["iteration"]), {})} for row in rows]
+    return rows
+
+
+def plot_exploitability(run: Run, path: Path) -> None:
+    """Exploitability per iteration (with its standard error where estimated) against the reference."""
+    rows = _metrics_with_evaluation(run)
     k = _column(rows, "iteration")
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    value, se = _column(rows, "fp/exploitability"), _column(rows, "fp/exploitability_se")
-    ax.errorbar(k, value, yerr=2 * se, marker="o", ms=4, capsize=2, label="DEDA-FP average policy (±2 s.e.)")
+    if "fp/grid_exploitability" in rows[-1]:
+        ax.plot(k, _column(rows, "fp/grid_exploitability"), marker="o", ms=4,
+                label=f"{run.config.algorithm} average policy, projected on the grid")
+        ax.axhline(rows[-1]["reference/exploitability"], color="k", ls="--", label="grid reference (OMD)")
+    else:
+        value, se = _column(rows, "fp/exploitability"), _column(rows, "fp/exploitability_se")
+        ax.errorbar(k, value, yerr=2 * se, marker="o", ms=4, capsize=2,
+                    label=f"{run.config.algorithm} average policy (±2 s.e.)")
     if "reference/exact_fp_exploitability" in rows[0]:
         ax.plot(k, _column(rows, "reference/exact_fp_exploitability"), "k--", label="exact fictitious play")
     if "theory/mixture_exploitability" in rows[-1]:
@@ -153,6 +168,49 @@ def plot_run(run: Run) -> list[Path]:
         for name, plot in (("moments.png", plot_lq_moments), ("densities.png", plot_lq_densities)):
             plot(run, out / name)
             written.append(out / name)
+    elif run.game.name in ("four_rooms", "beach_bar"):
+        written += plot_density_game(run, out)
+    return written
+
+
+def plot_density_game(run: Run, out: Path) -> list[Path]:
+    """Learned population against the grid reference: density maps (or curves), mass per region, a GIF."""
+    from dedafp.evaluation import GridEvaluator
+    from dedafp.reference.grid import GridPopulation
+    from dedafp.reference.grid_scoring import region_masses
+
+    game = run.game
+    evaluator = GridEvaluator(game)
+    reference = GridPopulation(evaluator.grid, evaluator.reference_mass)
+    times = tuple(int(round(f * game.horizon)) for f in (0, 0.25, 0.5, 0.75, 1.0))
+    written = []
+    if game.state_dim == 2:
+        path = out / "density_maps.png"
+        plot_density_maps(game, {f"learned ({run.config.algorithm})": run.population,
+                                 "grid reference": reference}, path, times)
+        written.append(path)
+        path = out / "density.gif"
+        animate_density(game, run.population, path)
+        written.append(path)
+    else:
+        path = out / "densities.png"
+        fig, axes = plt.subplots(1, len(times), figsize=(3.2 * len(times), 3), squeeze=False)
+        cells = 200
+        centres = (np.arange(cells) + 0.5) / cells
+        for ax, t in zip(axes[0], times, strict=True):
+            ax.plot(centres, density_on_grid(reference, t, cells, 1), "k-", label="grid reference")
+            ax.plot(centres, density_on_grid(run.population, t, cells, 1), "C1--", label="learned")
+            ax.set_title(f"t = {t}", fontsize=9)
+            ax.set_xlabel("x")
+        axes[0, 0].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    path = out / "mass_per_region.png"
+    plot_mass_per_region(game, {"learned": region_mass(game, run.population),
+                                "reference": region_masses(evaluator.grid, evaluator.reference_mass)}, path)
+    written.append(path)
     return written
 
 

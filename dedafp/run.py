@@ -72,10 +72,15 @@ def write_metrics(history: list[IterationRecord], path: Path) -> None:
     _atomic_write("\n".join(rows) + "\n", path)
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
-    """The rows of ``metrics.csv`` as dicts of floats (``iteration`` included)."""
-    with open(Path(run_dir, "metrics.csv")) as handle:
+def read_metrics_file(path: str | Path) -> list[dict[str, float]]:
+    """The rows of a metrics CSV as dicts of floats (``iteration`` included)."""
+    with open(path) as handle:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
+    """The rows of ``RUN/metrics.csv``."""
+    return read_metrics_file(Path(run_dir, "metrics.csv"))
 
 
 def train(config: RunConfig, run_dir: str | Path, resume: bool = False,
