@@ -39,3 +39,15 @@ def act(policy: Policy, t: int, x: Tensor, deterministic: bool = False,
     if not deterministic:
         mean = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device)
     return mean.clamp(-policy.action_bound, policy.action_bound)
+
+
+class ZeroPolicy:
+    """The policy that always plays ``a = 0`` (a neutral reference population)."""
+
+    def __init__(self, game) -> None:
+        self.action_bound = game.action_bound
+        self.action_dim = game.action_dim
+
+    def distribution(self, t: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        zeros = x.new_zeros(x.shape[0], self.action_dim)
+        return zeros, zeros

@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=5)
     bench.add_argument("--out", default="results/bench")
     bench.set_defaults(func=cmd_bench)
+
+    from dedafp.reference.cli import add_parsers as add_reference_parsers
+    add_reference_parsers(sub)
     return parser
 
 

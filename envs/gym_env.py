@@ -58,3 +58,23 @@ class MeanFieldEnv(gym.Env):
         if terminated:
             reward = reward + self.game.terminal_reward(self.state, self.field)
         return self._observe(), float(reward[0]), terminated, False, {}
+
+
+def make_density_env(game: str, population: PopulationModel | None = None, **overrides: Any) -> gym.Env:
+    """Entry point of ``dedafp/FourRooms-v0`` and ``dedafp/BeachBar-v0``.
+
+    Without ``population`` the agent faces the population of the uncontrolled game (a = 0):
+    particles of 4,000 simulated agents with a Gaussian kernel density.
+    """
+    from dedafp.agents.policy import ZeroPolicy
+    from dedafp.envs.beach_bar import BeachBarGame, beach_bar
+    from dedafp.envs.four_rooms import FourRoomsGame, four_rooms
+    from dedafp.population.particles import ParticlePopulation
+    from dedafp.rollout import rollout
+
+    instance = FourRoomsGame(four_rooms(**overrides)) if game == "four_rooms" else BeachBarGame(beach_bar(**overrides))
+    if population is None:
+        sim = rollout(instance, ZeroPolicy(instance), 4000, None, generator=torch.Generator().manual_seed(0),
+                      rewards=False)
+        population = ParticlePopulation(sim.states)
+    return MeanFieldEnv(instance, population)

@@ -20,6 +20,17 @@ def test_registered_env_passes_check_env(preset):
     assert obs.shape == (1 + lq_preset(preset).dim,) and obs[0] == -1.0
 
 
+@pytest.mark.parametrize("env_id, dim", [("dedafp/FourRooms-v0", 2), ("dedafp/BeachBar-v0", 1)])
+def test_registered_density_envs_pass_check_env(env_id, dim):
+    env = gym.make(env_id)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (1 + dim,) and obs[0] == -1.0
+    # The density reward is finite against the default (uncontrolled) particle population.
+    _, reward, *_ = env.step(env.action_space.sample())
+    assert np.isfinite(reward)
+
+
 def test_registered_env_accepts_overrides_and_rejects_bad_ones():
     env = gym.make("dedafp/LQ-v0", preset="lq1d", sigma=0.0, horizon=5)
     assert env.unwrapped.game.horizon == 5
