@@ -34,6 +34,8 @@ class FictitiousPlayConfig:
         initial_flow_steps: flow steps of the first fit (from scratch; later fits warm-start).
         kde_bandwidth: kernel bandwidth of the baselines' density estimate: ``"scott"``,
             ``"silverman"`` or a positive factor of the particles' standard deviation.
+        evaluate_every: evaluate against the reference every this many iterations and at the last
+            one (>= 1); the grid reference of the density games costs minutes per evaluation.
     """
 
     iterations: int = 10
@@ -42,10 +44,11 @@ class FictitiousPlayConfig:
     eval_agents: int = 50_000
     initial_flow_steps: int = 800
     kde_bandwidth: str | float = "scott"
+    evaluate_every: int = 1
 
     def __post_init__(self) -> None:
         for name, minimum in (("iterations", 1), ("br_agents", 1), ("population_agents", 16),
-                              ("eval_agents", 0), ("initial_flow_steps", 0)):
+                              ("eval_agents", 0), ("initial_flow_steps", 0), ("evaluate_every", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ValueError(f"fp.{name} must be an integer >= {minimum}, got {value!r}")

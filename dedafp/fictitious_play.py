@@ -164,7 +164,8 @@ class FictitiousPlay:
 
     def _record(self, k: int, metrics: dict[str, float], br_field: torch.Tensor | None) -> IterationRecord:
         start = time.perf_counter()
-        if self.evaluator is not None:
+        every = self.config.fp.evaluate_every
+        if self.evaluator is not None and (k % every == 0 or k == self.config.fp.iterations):
             metrics.update(self.evaluator.evaluate(k, self.average_policy, self._population,
                                                    self.best_responses, br_field))
         metrics["time/evaluation"] = time.perf_counter() - start

@@ -18,7 +18,8 @@ GAMES = ("lq1d", "lq2d", "four_rooms", "beach_bar")
 #: Density games live on a box: the flow gets a bounded support, so no mass leaves the domain.
 GAME_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "four_rooms": {
-        "fp": {"iterations": 20, "br_agents": 2000, "population_agents": 20000, "initial_flow_steps": 1500},
+        "fp": {"iterations": 20, "br_agents": 2000, "population_agents": 20000, "initial_flow_steps": 1500,
+               "evaluate_every": 5},
         "best_response": {"algorithm": "ppo", "num_envs": 64, "total_steps": 300_000, "warm_steps": 150_000,
                           "n_steps": 128, "batch_size": 2048, "n_epochs": 10, "log_std_init": -0.5,
                           "hidden": 128},

@@ -106,6 +106,15 @@ def test_baselines_train_and_load_through_the_same_api(tmp_path, algorithm):
     assert run.population.log_prob(torch.zeros(4, 1), 3).shape == (4,)
 
 
+def test_evaluate_every_skips_reference_evaluations_but_not_the_last(tmp_path):
+    out = tmp_path / "sparse"
+    assert main(["train", "lq1d", "--iterations", "3", "--out", str(out),
+                 *_args(*TINY, "fp.evaluate_every=2")]) == 0
+    rows = _rows(out)
+    evaluated = [r["fp/exploitability"] != "nan" for r in rows]
+    assert evaluated == [True, False, True, True]      # k = 0, 2 (every 2nd) and 3 (the last)
+
+
 def test_training_into_an_existing_run_folder_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "lq1d", "--iterations", "1", "--out", str(out), *_args(*TINY)]
