@@ -63,8 +63,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = load_config(args.env, args.config, overrides, **extra)
         run_dir = Path(args.out) if args.out else Path("runs") / f"{args.env}-{time.strftime('%Y%m%d-%H%M%S')}"
 
-    columns = ("fp/exploitability", "fp/exploitability_se", "br/return", "bc/nll", "flow/nll",
-               "theory/br_shortfall", "theory/bc_error", "theory/flow_w2", "time/iteration")
+    if config.env.startswith("lq"):
+        columns = ("fp/exploitability", "fp/exploitability_se", "br/return", "bc/nll", "flow/nll",
+                   "theory/br_shortfall", "theory/bc_error", "theory/flow_w2", "time/iteration")
+    else:
+        columns = ("fp/grid_exploitability", "ref/tv_max", "ref/region_error_max", "ref/misplaced_max",
+                   "br/return", "bc/nll", "flow/nll", "time/iteration")
     density = f"flow {config.flow.backend}" if config.algorithm == "dedafp" else f"KDE {config.fp.kde_bandwidth}"
     console.print(f"[bold]dedafp train[/bold] {config.env} ({config.algorithm}): {config.fp.iterations} iterations, "
                   f"best response {config.best_response.algorithm}, {density}, "
