@@ -42,7 +42,7 @@ from dedafp.agents.policy import Policy
 from dedafp.agents.riccati import RiccatiBestResponder
 from dedafp.config import RunConfig
 from dedafp.envs.base import MeanFieldGame
-from dedafp.games import make_evaluator, make_game
+from dedafp.games import Evaluator, make_evaluator, make_game
 from dedafp.population import FlowPopulation, ParticlePopulation, PopulationModel, population_from_state_dict
 from dedafp.rollout import rollout
 
@@ -79,7 +79,17 @@ class FictitiousPlay:
         self.responder = self._make_responder()
         self.best_responses: list[DeterministicPolicy] = []
         self.history: list[IterationRecord] = []
-        self.evaluator = make_evaluator(self.game, config.fp.eval_agents, config.fp.iterations, self.device, seed)
+        self._evaluator: Evaluator | None = None
+        self._evaluator_built = False
+
+    @property
+    def evaluator(self) -> Evaluator | None:
+        """The game's reference evaluator, built on first use (a grid reference takes seconds to build)."""
+        if not self._evaluator_built:
+            c = self.config
+            self._evaluator = make_evaluator(self.game, c.fp.eval_agents, c.fp.iterations, self.device, c.seed)
+            self._evaluator_built = True
+        return self._evaluator
 
     def _make_responder(self) -> BestResponder:
         c = self.config.best_response
