@@ -72,7 +72,8 @@ def plot_error_terms(run: Run, path: Path) -> None:
     left.set_yscale("log")
     left.set_xlabel("iteration k")
     left.set_title("error terms (absolute values)")
-    left.legend(fontsize=7)
+    if left.lines:
+        left.legend(fontsize=7)
     left.grid(alpha=0.3, which="both")
     bottom = np.zeros(len(rows))
     for key in ("time/best_response", "time/bc", "time/rollout", "time/flow", "time/evaluation"):
