@@ -195,8 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="results/bench")
     bench.set_defaults(func=cmd_bench)
 
+    from dedafp.mfgan.cli import add_parsers as add_mfgan_parsers
     from dedafp.reference.cli import add_parsers as add_reference_parsers
     add_reference_parsers(sub)
+    add_mfgan_parsers(sub)
     return parser
 
 

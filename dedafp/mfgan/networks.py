@@ -46,10 +46,12 @@ class PeriodicFeatures(nn.Module):
 
     def __init__(self, harmonics: int) -> None:
         super().__init__()
-        self.register_buffer("frequencies", 2 * math.pi * torch.arange(1, harmonics + 1, dtype=torch.float32))
+        self.harmonics = harmonics
 
     def forward(self, x: Tensor) -> Tensor:
-        phase = (x.unsqueeze(-1) * self.frequencies.to(x.dtype)).flatten(start_dim=-2)  # [n, d*K]
+        # 2πk built in x's own dtype: a float32 2π would break exact periodicity in float64.
+        frequencies = 2 * math.pi * torch.arange(1, self.harmonics + 1, dtype=x.dtype, device=x.device)
+        phase = (x.unsqueeze(-1) * frequencies).flatten(start_dim=-2)  # [n, d*K]
         return torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1)
 
 
