@@ -7,7 +7,9 @@
 
 ``H̄`` is never trained: the HJB residual is affine in ``H̄``, so on every batch the least-squares
 ``H̄`` is the batch mean of ``ν(−Δu) + ½|∇u|² + V − ln m`` and the residual is that quantity minus
-its mean. Reported values of ``H̄`` are the same least-squares constant on the fixed evaluation grid.
+its mean. Reported values come from the fixed evaluation grid: ``hbar``, the HJB averaged against m
+(the ergodic cost; second-order accurate in m), and ``hbar_ls``, the uniform least-squares constant
+(see :func:`dedafp.mfgan.residuals.solution_errors`).
 
 Modes, with the same networks, batches and number of gradient steps per network:
 
@@ -16,11 +18,13 @@ Modes, with the same networks, batches and number of gradient steps per network:
 * ``joint``: the deep Galerkin baseline — one Adam step of both networks on the sum of both losses.
 
 First-order problems (ν = 0): the FP residual ``−∇f·∇u − Δu`` vanishes for *every* density once
-``∇u ≈ 0``, so a discriminator trained on it alone stops receiving signal while ``m`` is still far
-from ``m*`` (the HJB residual then stalls: ``½|∇u|² = ln m − V + H̄`` has no smooth solution).
-The solver prevents this by letting the density player also minimise the HJB residual
-(``density_hjb_weight``, automatically 1 when ν = 0), and detects it when that is switched off:
-:attr:`MFGANResult.stalled` is set and a warning logged.
+``∇u ≈ 0``, and only the FP residual (as a function of u) forces ``∇u = 0``, while only the HJB
+determines m (``ln m = V − H̄`` once ``∇u = 0``). Pure alternating play gives each signal to the wrong
+player and does not converge; with the value player alone also seeing the FP residual, u goes to 0
+and the density player is starved, stalling far from ``m*``. The solver prevents this by default with
+both cross-couplings (``density_hjb_weight`` and ``value_fp_weight``, automatically 1 when ν = 0),
+warns when a first-order ``mfgan`` run is built without them, and detects the starved density player
+when its coupling is off: :attr:`MFGANResult.stalled` is set and a warning logged (docs/mfgan.md).
 """
 
 from __future__ import annotations
@@ -165,8 +169,9 @@ class MFGANResult:
     Attributes:
         config: the run's configuration.
         history: one row per ``log_every`` iterations (and the last): ``iteration``, ``loss_hjb``,
-            ``loss_fp`` (monitor set), ``err_m``, ``err_u``, ``err_hbar``, ``hbar``, ``mean_u``,
-            ``grad_density`` (norm of the density player's last gradient) and ``seconds``.
+            ``loss_fp`` (monitor set), ``err_m``, ``err_u``, ``err_hbar``, ``err_hbar_ls``, ``hbar``,
+            ``hbar_ls``, ``mean_u``, ``log_z``, ``grad_density`` (norm of the density player's last
+            gradient) and ``seconds``.
         final: the last history row.
         u_net: the value network.
         f_net: the log-density network (unnormalised; ``m = exp(f)/Z``).
@@ -336,10 +341,10 @@ class MFGANSolver:
         return MFGANResult(c, history, history[-1], self.u_net, self.f_net, stalled, seconds)
 
 
-# Stall thresholds, from first-order d = 1 runs with the value player coupled to the FP loss and
-# the density player not coupled to the HJB loss: FP/HJB fell from 4e-3 (iteration 200) to 2e-4
-# (iteration 2000) with the HJB loss stuck at 0.44, while converged runs end with HJB losses of
-# 1e-5 (first-order) to 1e-1 (viscous, d = 4) and FP/HJB ratios above 1 (docs/mfgan.md).
+# Stall thresholds. In the committed first-order runs with the value player coupled to the FP
+# loss and the density player not coupled to the HJB loss, FP/HJB ends at 5e-6..6e-5 with the HJB
+# loss stuck near 0.5; every other committed run ends with an HJB loss below 1e-2 or FP/HJB >= 0.21
+# (docs/mfgan.md). The ratio threshold sits at least a factor 20 from both.
 STALL_FP_OVER_HJB = 1e-2
 STALL_HJB_FLOOR = 1e-2
 
