@@ -8,8 +8,8 @@ import torch
 
 from dedafp.agents.best_response import DeterministicPolicy
 from dedafp.agents.policy import Policy
-from dedafp.envs.base import MeanFieldGame
-from dedafp.envs.lq import LQGame, lq_preset
+from dedafp.envs.base import MeanFieldGame, check_overrides
+from dedafp.envs.lq import LQConfig, LQGame, lq_preset
 from dedafp.population.base import PopulationModel
 
 GAMES = ("lq1d", "lq2d", "four_rooms", "beach_bar")
@@ -50,10 +50,7 @@ def make_game(name: str, overrides: dict[str, Any] | None = None) -> MeanFieldGa
     overrides = dict(overrides or {})
     if name in ("lq1d", "lq2d"):
         config = lq_preset(name)
-        unknown = set(overrides) - set(config.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown LQ parameter(s) {sorted(unknown)}; allowed: "
-                             f"{sorted(config.__dataclass_fields__)}")
+        check_overrides(LQConfig, "LQ", overrides)
         return LQGame(config.replace(**overrides), name=name)
     if name == "four_rooms":
         from dedafp.envs.four_rooms import FourRoomsGame, four_rooms

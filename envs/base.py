@@ -18,6 +18,7 @@ Conventions (every game):
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import Any
 
 import torch
@@ -91,3 +92,11 @@ class MeanFieldGame(abc.ABC):
         n = x.shape[0]
         t_col = torch.as_tensor(t, dtype=torch.float32, device=x.device).expand(n).reshape(n, 1)
         return torch.cat([2.0 * t_col / self.horizon - 1.0, self.normalise_state(x).float()], dim=1)
+
+
+def check_overrides(config_class: type, label: str, overrides: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the allowed fields if ``overrides`` has a key ``config_class`` lacks."""
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown {label} parameter(s) {unknown}; allowed: {sorted(fields)}")

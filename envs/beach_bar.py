@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dedafp.envs.base import MeanFieldGame
+from dedafp.envs.base import MeanFieldGame, check_overrides
 from dedafp.envs.four_rooms import MisplacedMass, bind_density_field
 from dedafp.population.base import PopulationModel
 
@@ -107,10 +107,7 @@ def beach_bar(**overrides: Any) -> BeachBarConfig:
 
     Keyword arguments override fields of :class:`BeachBarConfig`; unknown names raise ``ValueError``.
     """
-    fields = {f.name for f in dataclasses.fields(BeachBarConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown beach_bar parameter(s) {unknown}; allowed: {sorted(fields)}")
+    check_overrides(BeachBarConfig, "beach_bar", overrides)
     return BeachBarConfig(**overrides)
 
 

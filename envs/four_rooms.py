@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dedafp.envs.base import MeanFieldGame
+from dedafp.envs.base import MeanFieldGame, check_overrides
 from dedafp.population.base import PopulationModel
 
 #: The interior of OpenSpiel's FOUR_ROOMS map: ``#`` wall, ``.`` free. The first line is the top row
@@ -146,10 +146,7 @@ def four_rooms(**overrides: Any) -> FourRoomsConfig:
 
     Keyword arguments override fields of :class:`FourRoomsConfig`; unknown names raise ``ValueError``.
     """
-    fields = {f.name for f in dataclasses.fields(FourRoomsConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown four_rooms parameter(s) {unknown}; allowed: {sorted(fields)}")
+    check_overrides(FourRoomsConfig, "four_rooms", overrides)
     return FourRoomsConfig(**overrides)
 
 

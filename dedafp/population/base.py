@@ -43,6 +43,12 @@ class PopulationModel(abc.ABC):
     def device(self) -> torch.device:
         """Device the model's tensors live on."""
 
+    def _check_t(self, t: int) -> int:
+        """``t`` as an int, or ``ValueError`` if it is outside ``0..horizon``."""
+        if not 0 <= int(t) <= self.horizon:
+            raise ValueError(f"t must be in 0..{self.horizon}, got {t}")
+        return int(t)
+
     def mean_flow(self) -> Tensor:
         """Means of μ_0..μ_T stacked: ``[horizon + 1, dim]``."""
         return torch.stack([self.mean(t) for t in range(self.horizon + 1)])

@@ -40,11 +40,6 @@ class GaussianPopulation(PopulationModel):
     def device(self) -> torch.device:
         return self._device
 
-    def _check_t(self, t: int) -> int:
-        if not 0 <= int(t) <= self.horizon:
-            raise ValueError(f"t must be in 0..{self.horizon}, got {t}")
-        return int(t)
-
     def sample(self, t: int, n: int, generator: torch.Generator | None = None) -> Tensor:
         t = self._check_t(t)
         z = torch.randn(n, self.dim, generator=generator, device=self._device, dtype=torch.float64)

@@ -37,6 +37,7 @@ import torch
 from scipy.special import ndtr
 from torch import Tensor
 
+from dedafp.envs.base import check_overrides
 from dedafp.population.base import PopulationModel
 
 logger = logging.getLogger(__name__)
@@ -132,10 +133,7 @@ def default_grid_config(game_name: str, **overrides: Any) -> GridConfig:
     """The default :class:`GridConfig` of ``game_name`` with some fields overridden."""
     if game_name not in DEFAULT_GRIDS:
         raise ValueError(f"no default grid for game {game_name!r}; allowed: {sorted(DEFAULT_GRIDS)}")
-    fields = {f.name for f in dataclasses.fields(GridConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown grid parameter(s) {unknown}; allowed: {sorted(fields)}")
+    check_overrides(GridConfig, "grid", overrides)
     return DEFAULT_GRIDS[game_name].replace(**overrides)
 
 
@@ -479,11 +477,6 @@ class GridPopulation(PopulationModel):
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
-
-    def _check_t(self, t: int) -> int:
-        if not 0 <= int(t) <= self.horizon:
-            raise ValueError(f"t must be in 0..{self.horizon}, got {t}")
-        return int(t)
 
     def sample(self, t: int, n: int, generator: torch.Generator | None = None) -> Tensor:
         t = self._check_t(t)
