@@ -28,7 +28,7 @@ from dedafp.envs.base import MeanFieldGame
 from dedafp.envs.vec_env import BatchedMeanFieldVecEnv
 from dedafp.population.base import PopulationModel
 
-ALGORITHMS = ("ppo", "sac", "riccati")
+ALGORITHMS = ("ppo", "sac", "riccati", "grid")
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class BestResponseConfig:
     """How each iteration's best response is computed.
 
     Attributes:
-        algorithm: ``"ppo"``, ``"sac"`` (stable-baselines3) or ``"riccati"`` (exact, LQ only).
+        algorithm: ``"ppo"``, ``"sac"`` (stable-baselines3), ``"riccati"`` (exact, LQ only) or
+            ``"grid"`` (exact on the reference grid, density games only).
         total_steps: environment steps of the first best response (>= 1).
         warm_start: continue training the previous best response instead of starting afresh.
         warm_steps: environment steps of later best responses when ``warm_start`` (>= 1).
@@ -56,6 +57,10 @@ class BestResponseConfig:
         buffer_size: SAC replay buffer size (>= 1).
         learning_starts: SAC steps before learning (>= 0).
         gradient_steps: SAC gradient steps per vector step (>= 1).
+        exploring_starts: share of the training agents whose episodes start spread over the whole
+            domain (``game.exploring_states``) instead of from μ_0, in [0, 1). A best response must be
+            good from every state; in the density games the rewarding regions (empty rooms) lie
+            behind doors that agents started in μ_0 rarely find by chance.
         reward_scale: the learner sees rewards multiplied by this (> 0). Returns of order 10
             make the critic's loss dominate PPO's clipped gradient norm; scaling them down lets
             the actor learn (the best response itself is unchanged by a positive scale).
@@ -82,6 +87,7 @@ class BestResponseConfig:
     learning_starts: int = 2_000
     gradient_steps: int = 1
     reward_scale: float = 0.1
+    exploring_starts: float = 0.0
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
@@ -100,6 +106,8 @@ class BestResponseConfig:
             raise ValueError(f"best_response.gamma must be in (0, 1], got {self.gamma}")
         if not 0 <= self.gae_lambda <= 1:
             raise ValueError(f"best_response.gae_lambda must be in [0, 1], got {self.gae_lambda}")
+        if not 0 <= self.exploring_starts < 1:
+            raise ValueError(f"best_response.exploring_starts must be in [0, 1), got {self.exploring_starts}")
         if self.ent_coef < 0:
             raise ValueError(f"best_response.ent_coef must be >= 0, got {self.ent_coef}")
 
@@ -208,7 +216,8 @@ class SB3BestResponder(BestResponder):
                    verbose=0, policy_kwargs={"net_arch": net})
 
     def _env(self, population: PopulationModel, seed: int) -> VecEnv:
-        env = BatchedMeanFieldVecEnv(self.game, population, self.config.num_envs, seed=seed, device=self.device)
+        env = BatchedMeanFieldVecEnv(self.game, population, self.config.num_envs, seed=seed, device=self.device,
+                                     exploring_starts=self.config.exploring_starts)
         return ScaledReward(env, self.config.reward_scale) if self.config.reward_scale != 1.0 else env
 
     def learn(self, population: PopulationModel) -> MLPPolicy:

@@ -37,6 +37,7 @@ import torch
 
 from dedafp.agents.average_policy import AveragePolicy, FictitiousPlayBuffer
 from dedafp.agents.best_response import BestResponder, DeterministicPolicy, SB3BestResponder
+from dedafp.agents.grid_response import GridBestResponder
 from dedafp.agents.mixture import MixturePolicy
 from dedafp.agents.policy import Policy
 from dedafp.agents.riccati import RiccatiBestResponder
@@ -95,6 +96,8 @@ class FictitiousPlay:
         c = self.config.best_response
         if c.algorithm == "riccati":
             return RiccatiBestResponder(self.game, self.device)   # raises unless the game is LQ
+        if c.algorithm == "grid":
+            return GridBestResponder(self.game, self.device)      # raises unless the game has a grid
         return SB3BestResponder(self.game, c, self.device, self.config.seed)
 
     @property

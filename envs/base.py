@@ -51,6 +51,15 @@ class MeanFieldGame(abc.ABC):
                        device: torch.device | str = "cpu") -> Tensor:
         """Draw ``n`` initial states from the initial law μ_0. Returns ``[n, state_dim]``."""
 
+    def exploring_states(self, n: int, generator: torch.Generator | None = None,
+                         device: torch.device | str = "cpu") -> Tensor:
+        """Draw ``n`` states spread over the whole domain (exploring starts of best responses).
+
+        A best response is a policy of ``(t, x)`` for every ``x``; starting some training episodes
+        everywhere lets deep RL find rewards far from μ_0's support. Returns ``[n, state_dim]``.
+        """
+        raise NotImplementedError(f"{self.name} has no exploring-start distribution; use exploring_starts=0")
+
     @abc.abstractmethod
     def bind(self, population: PopulationModel) -> Any:
         """What the dynamics and rewards need from a frozen population model (the 'field').

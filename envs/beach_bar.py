@@ -158,6 +158,11 @@ class BeachBarGame(MeanFieldGame):
         low, high = self.config.init_low, self.config.init_high
         return low + (high - low) * torch.rand(n, 1, generator=generator, device=device)
 
+    def exploring_states(self, n: int, generator: torch.Generator | None = None,
+                         device: torch.device | str = "cpu") -> Tensor:
+        """Uniform on the beach [0, 1]. Returns ``[n, 1]``."""
+        return torch.rand(n, 1, generator=generator, device=device)
+
     def bind(self, population: PopulationModel) -> PopulationModel:
         """The population model itself: rewards call its ``log_prob(x, t)`` once per batch."""
         return bind_density_field(self, population)

@@ -354,6 +354,18 @@ class FourRoomsGame(MeanFieldGame):
         high = torch.tensor(self.config.init_high, device=device)
         return low + (high - low) * torch.rand(n, 2, generator=generator, device=device)
 
+    def exploring_states(self, n: int, generator: torch.Generator | None = None,
+                         device: torch.device | str = "cpu") -> Tensor:
+        """Uniform on the free space (the square minus the walls), by rejection. Returns ``[n, 2]``."""
+        accepted: list[Tensor] = []
+        count = 0
+        while count < n:
+            x = torch.rand(2 * (n - count) + 16, 2, generator=generator, device=device)
+            x = x[self.in_free_space(x)]
+            accepted.append(x)
+            count += len(x)
+        return torch.cat(accepted)[:n]
+
     def bind(self, population: PopulationModel) -> PopulationModel:
         """The population model itself: rewards call its ``log_prob(x, t)`` once per batch."""
         return bind_density_field(self, population)

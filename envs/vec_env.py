@@ -43,21 +43,26 @@ class BatchedMeanFieldVecEnv(VecEnv):
         num_envs: number of agents stepped together.
         seed: seed of the environment's random generator.
         device: where the states are simulated.
+        exploring_starts: share of the agents (the last ones) whose episodes start from
+            ``game.exploring_states`` instead of μ_0, so that deep RL sees the whole domain.
     """
 
     render_mode = None
 
     def __init__(self, game: MeanFieldGame, population: PopulationModel, num_envs: int, seed: int = 0,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", exploring_starts: float = 0.0) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        if not 0.0 <= exploring_starts < 1.0:
+            raise ValueError(f"exploring_starts must be in [0, 1), got {exploring_starts!r}")
+        self.exploring = round(exploring_starts * num_envs)
         self.game = game
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         super().__init__(num_envs, observation_space(game), action_space(game))
         self.set_population(population)
         self.t = 0
-        self.states = game.initial_states(num_envs, self.generator, self.device)
+        self.states = self._initial_states()
         self.episode_returns = torch.zeros(num_envs, device=self.device)
         self._actions: torch.Tensor | None = None
 
@@ -65,6 +70,13 @@ class BatchedMeanFieldVecEnv(VecEnv):
         """Respond to a new frozen population from now on (call :meth:`reset` to start afresh)."""
         self.population = population
         self.field = self.game.bind(population)
+
+    def _initial_states(self) -> torch.Tensor:
+        n, m = self.num_envs, self.exploring
+        states = self.game.initial_states(n - m, self.generator, self.device)
+        if m == 0:
+            return states
+        return torch.cat([states, self.game.exploring_states(m, self.generator, self.device)])
 
     def _observe(self) -> np.ndarray:
         return self.game.observation(self.t, self.states).cpu().numpy()
@@ -75,7 +87,7 @@ class BatchedMeanFieldVecEnv(VecEnv):
         self._reset_seeds()
         self._reset_options()
         self.t = 0
-        self.states = self.game.initial_states(self.num_envs, self.generator, self.device)
+        self.states = self._initial_states()
         self.episode_returns.zero_()
         return self._observe()
 
