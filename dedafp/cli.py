@@ -6,6 +6,12 @@
     dedafp evaluate RUN [--agents N]
     dedafp plot RUN
     dedafp bench env [--agents N ...] [--repeats R] [--out DIR]
+    dedafp bench sampling [--device cpu|cuda] [--repeats R] [--samples 5000] [--out DIR]
+    dedafp bench dimensions [--device cpu|cuda] [--out DIR]
+    dedafp sweep ENV --seeds A..B [--set key=v1,v2 ...] [--backend local|ray] [--address ADDR] [--workers W]
+    dedafp simulate RUN --agents N [--steps S] [--seed S] [--device cpu|cuda] [--no-density]
+                    [--backend local|ray] [--address ADDR] [--workers W] [--out DIR]
+    dedafp simulate RUN --study throughput|mean-field [--agents N1,N2,...] [--out DIR]
 """
 
 from __future__ import annotations
@@ -144,13 +150,84 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     _threads(args)
     if args.what == "env":
-        bench.bench_env(args.env, args.agents, args.steps, args.repeats, Path(args.out), print_fn=print)
+        repeats = 5 if args.repeats is None else args.repeats
+        bench.bench_env(args.env, args.agents, args.steps, repeats, Path(args.out), print_fn=print)
         return 0
     if args.what == "flows":
-        bench.bench_flows(args.repeats, Path(args.out), print_fn=print)
+        bench.bench_flows(5 if args.repeats is None else args.repeats, Path(args.out), print_fn=print)
+        return 0
+    if args.what == "sampling":
+        from dedafp.bench_sampling import SamplingBenchConfig, bench_sampling
+        config = SamplingBenchConfig(samples=args.samples, repeats=3 if args.repeats is None else args.repeats,
+                                     device=args.device)
+        bench_sampling(config, Path(args.out), print_fn=print)
+        return 0
+    if args.what == "dimensions":
+        from dedafp.bench_dimensions import DimensionSweepConfig, bench_dimensions
+        bench_dimensions(DimensionSweepConfig(device=args.device), Path(args.out), print_fn=print)
         return 0
     print(f"error: unknown benchmark {args.what!r}", file=sys.stderr)
     return 2
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from dedafp.sweep import plan_sweep, run_sweep, write_summary
+
+    _threads(args)
+    assignments = list(args.set or []) + ([f"fp.iterations={args.iterations}"] if args.iterations is not None else [])
+    out = Path(args.out) if args.out else Path("runs") / f"sweep-{args.env}"
+    plan = plan_sweep(args.env, args.seeds, assignments, out, args.config)
+    total = len(plan.configurations) * len(plan.seeds)
+    print(f"dedafp sweep {args.env}: {len(plan.configurations)} configuration(s) x {len(plan.seeds)} seed(s), "
+          f"backend {args.backend} -> {out} (re-running the same command resumes it)", flush=True)
+    done = []
+
+    def show(outcome) -> None:
+        done.append(outcome)
+        detail = outcome.error if outcome.error else f"{outcome.seconds:.0f} s"
+        print(f"[{len(done)}/{total}] {outcome.label} seed {outcome.seed}: {outcome.status} ({detail})", flush=True)
+
+    started = time.time()
+    outcomes = run_sweep(plan, args.backend, args.address, args.workers, args.threads or 1, show)
+    paths = write_summary(plan)
+    print(f"done in {time.time() - started:.0f} s.\n" + (out / "summary.md").read_text().rstrip())
+    print("written: " + ", ".join(str(p) for p in paths))
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        print(f"error: {len(failed)} of {total} runs failed (see above); re-run the same command to retry them",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from dedafp import simulate_study
+    from dedafp.distributed import check_address, check_backend, check_workers
+    from dedafp.simulate import parse_count, parse_counts
+
+    _threads(args)
+    backend, address = check_backend(args.backend), check_address(args.address)
+    workers = tuple(check_workers(w) for w in parse_counts(args.workers, "workers"))
+    out = Path(args.out) if args.out else simulate_study.DEFAULT_OUT
+    if args.study == "throughput":
+        agents = parse_counts(args.agents, "agents") if args.agents else simulate_study.THROUGHPUT_AGENTS
+        simulate_study.throughput_study(args.run, agents, parse_count(args.repeats, "repeats"), args.device,
+                                        workers if backend == "ray" else (), args.seed, args.threads or 1, out, print)
+    elif args.study == "mean-field":
+        agents = parse_counts(args.agents, "agents") if args.agents else simulate_study.MEAN_FIELD_AGENTS
+        simulate_study.mean_field_study(args.run, agents, parse_count(args.seeds, "seeds"), out=out, print_fn=print)
+    else:
+        if args.agents is None or len(workers) != 1:
+            raise ValueError("give --agents N (a positive integer) and one --workers W")
+        steps = None if args.steps is None else parse_count(args.steps, "steps")
+        summary = simulate_study.single_run(args.run, parse_count(args.agents), steps, args.seed, args.device,
+                                            not args.no_density, backend, address, workers[0])
+        print("\n".join(f"{key:24s} {value}" for key, value in summary.items()))
+        if args.out:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "simulate.json").write_text(json.dumps(summary, indent=2))
+            print(f"written to {out / 'simulate.json'}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,13 +264,48 @@ def build_parser() -> argparse.ArgumentParser:
     plot.set_defaults(func=cmd_plot)
 
     bench = sub.add_parser("bench", help="benchmarks (ratios measured in one run; figures under results/)")
-    bench.add_argument("what", choices=["env", "flows"])
+    bench.add_argument("what", choices=["env", "flows", "sampling", "dimensions"])
     bench.add_argument("--env", default="lq2d", choices=GAMES)
     bench.add_argument("--agents", type=int, nargs="+", default=[1, 8, 64, 256])
     bench.add_argument("--steps", type=int, default=20_000, help="env steps per measurement")
-    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--repeats", type=int, help="repeated measurements (default 5; sampling: 3)")
+    bench.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="sampling, dimensions: device")
+    bench.add_argument("--samples", type=int, default=5_000, help="sampling: agents / samples per t")
     bench.add_argument("--out", default="results/bench")
     bench.set_defaults(func=cmd_bench)
+
+    sweep = sub.add_parser("sweep", help="train a grid of configurations x seeds; summary table and curves")
+    sweep.add_argument("env", choices=GAMES, help="game to solve")
+    sweep.add_argument("--seeds", required=True, help="inclusive range A..B, or a comma list such as 0,3,7")
+    sweep.add_argument("--set", action="append", metavar="KEY=V1,V2",
+                       help="a config field and its values, swept as a cartesian product (repeatable)")
+    sweep.add_argument("--iterations", type=int, help="fictitious-play iterations K (same as --set fp.iterations=K)")
+    sweep.add_argument("--config", help="YAML file with config sections (fp, best_response, ...)")
+    sweep.add_argument("--backend", default="local", choices=["local", "ray"],
+                       help="local: one run after another in this process; ray: one Ray task per run")
+    sweep.add_argument("--address", help="Ray cluster to join (HOST:PORT, ray://HOST:PORT or auto); default: "
+                                         "start a local instance")
+    sweep.add_argument("--workers", type=int, help="runs at once (ray backend; default: every CPU)")
+    sweep.add_argument("--out", help="sweep folder (default runs/sweep-<env>)")
+    sweep.set_defaults(func=cmd_sweep)
+
+    simulate = sub.add_parser("simulate", help="N-player rollouts of a run's average policy (agents feel each other)")
+    simulate.add_argument("run", help="run folder (load_run)")
+    simulate.add_argument("--agents", help="N agents, e.g. 1000 or 1e6 (--study: a comma list)")
+    simulate.add_argument("--steps", help="decision steps (default: the game's horizon)")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    simulate.add_argument("--no-density", action="store_true",
+                          help="states only: no density term and no rewards (LQ keeps the mean in its dynamics)")
+    simulate.add_argument("--backend", default="local", help="local (in-process, default) or ray")
+    simulate.add_argument("--address", help="Ray cluster (auto, HOST:PORT, ray://HOST:PORT); default: a local one")
+    simulate.add_argument("--workers", default="1", help="shards, one Ray worker each (--study throughput: a list)")
+    simulate.add_argument("--study", choices=["throughput", "mean-field"],
+                          help="throughput for each N, or the mean field's accuracy against N (results/simulate)")
+    simulate.add_argument("--seeds", default="5", help="mean-field study: seeds per N")
+    simulate.add_argument("--repeats", default="2", help="throughput study: measurements per row")
+    simulate.add_argument("--out", help="folder for simulate.json (studies: default results/simulate)")
+    simulate.set_defaults(func=cmd_simulate)
 
     from dedafp.mfgan.cli import add_parsers as add_mfgan_parsers
     from dedafp.reference.cli import add_parsers as add_reference_parsers
@@ -207,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
