@@ -264,10 +264,15 @@ class AveragePolicy(nn.Module):
         tail = losses[-max(1, steps // 10):]
         return float(np.mean(tail)) if losses else float("nan")
 
-    def save(self, path: str) -> None:
-        """Save config and weights (load with :meth:`load` given the same game)."""
-        torch.save({"config": dataclasses.asdict(self.config), "net": self.net.state_dict(),
-                    "optimizer": self.optimizer.state_dict()}, path)
+    def save(self, path: str, optimizer: bool = True) -> None:
+        """Save config and weights, and the optimizer state unless ``optimizer=False`` (a third of the size).
+
+        Load with :meth:`load` given the same game.
+        """
+        state = {"config": dataclasses.asdict(self.config), "net": self.net.state_dict()}
+        if optimizer:
+            state["optimizer"] = self.optimizer.state_dict()
+        torch.save(state, path)
 
     @classmethod
     def load(cls, path: str, game: MeanFieldGame, device: torch.device | str = "cpu") -> AveragePolicy:
@@ -275,5 +280,6 @@ class AveragePolicy(nn.Module):
         state = torch.load(path, map_location=device, weights_only=False)
         policy = cls(game, AveragePolicyConfig(**state["config"]), device)
         policy.net.load_state_dict(state["net"])
-        policy.optimizer.load_state_dict(state["optimizer"])
+        if "optimizer" in state:
+            policy.optimizer.load_state_dict(state["optimizer"])
         return policy

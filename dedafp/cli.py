@@ -8,10 +8,12 @@
     dedafp bench env [--agents N ...] [--repeats R] [--out DIR]
     dedafp bench sampling [--device cpu|cuda] [--repeats R] [--samples 5000] [--out DIR]
     dedafp bench dimensions [--device cpu|cuda] [--out DIR]
+    dedafp bench compare [--envs lq2d four_rooms] [--seeds A..B] [--iterations K] [--best-response exact|ppo]
+                         [--set key=value ...] [--backend local|ray] [--workers W] [--runs DIR] [--out DIR]
     dedafp sweep ENV --seeds A..B [--set key=v1,v2 ...] [--backend local|ray] [--address ADDR] [--workers W]
     dedafp simulate RUN --agents N [--steps S] [--seed S] [--device cpu|cuda] [--no-density]
                     [--backend local|ray] [--address ADDR] [--workers W] [--out DIR]
-    dedafp simulate RUN --study throughput|mean-field [--agents N1,N2,...] [--out DIR]
+    dedafp simulate RUN --study throughput|mean-field|density-error [--agents N1,N2,...] [--out DIR]
 """
 
 from __future__ import annotations
@@ -149,6 +151,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from dedafp import bench
 
     _threads(args)
+    args.out = args.out or ("results/compare" if args.what == "compare" else "results/bench")
     if args.what == "env":
         repeats = 5 if args.repeats is None else args.repeats
         bench.bench_env(args.env, args.agents, args.steps, repeats, Path(args.out), print_fn=print)
@@ -165,6 +168,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "dimensions":
         from dedafp.bench_dimensions import DimensionSweepConfig, bench_dimensions
         bench_dimensions(DimensionSweepConfig(device=args.device), Path(args.out), print_fn=print)
+        return 0
+    if args.what == "compare":
+        from dedafp.bench_compare import CompareConfig, bench_compare
+        config = CompareConfig(tuple(args.envs), args.seeds, args.iterations, args.best_response,
+                               tuple(args.set or []), args.device, Path(args.runs), Path(args.out))
+        result = bench_compare(config, args.backend, args.workers, args.threads or 1, not args.table_only, print)
+        print(result.paths[0].read_text().rstrip() + "\nwritten: " + ", ".join(map(str, result.paths)))
+        failed = [o for o in result.outcomes if o.status == "failed"]
+        if failed:
+            print(f"error: {len(failed)} run(s) failed (see above); re-run the same command to retry them",
+                  file=sys.stderr)
+            return 1
         return 0
     print(f"error: unknown benchmark {args.what!r}", file=sys.stderr)
     return 2
@@ -216,6 +231,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     elif args.study == "mean-field":
         agents = parse_counts(args.agents, "agents") if args.agents else simulate_study.MEAN_FIELD_AGENTS
         simulate_study.mean_field_study(args.run, agents, parse_count(args.seeds, "seeds"), out=out, print_fn=print)
+    elif args.study == "density-error":
+        agents = parse_count(args.agents) if args.agents else 2000
+        simulate_study.density_error_study(args.run, agents, seed=args.seed, out=out, print_fn=print)
     else:
         if args.agents is None or len(workers) != 1:
             raise ValueError("give --agents N (a positive integer) and one --workers W")
@@ -264,14 +282,25 @@ def build_parser() -> argparse.ArgumentParser:
     plot.set_defaults(func=cmd_plot)
 
     bench = sub.add_parser("bench", help="benchmarks (ratios measured in one run; figures under results/)")
-    bench.add_argument("what", choices=["env", "flows", "sampling", "dimensions"])
+    bench.add_argument("what", choices=["env", "flows", "sampling", "dimensions", "compare"])
     bench.add_argument("--env", default="lq2d", choices=GAMES)
     bench.add_argument("--agents", type=int, nargs="+", default=[1, 8, 64, 256])
     bench.add_argument("--steps", type=int, default=20_000, help="env steps per measurement")
     bench.add_argument("--repeats", type=int, help="repeated measurements (default 5; sampling: 3)")
     bench.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="sampling, dimensions: device")
     bench.add_argument("--samples", type=int, default=5_000, help="sampling: agents / samples per t")
-    bench.add_argument("--out", default="results/bench")
+    bench.add_argument("--out", help="output folder (default results/bench; compare: results/compare)")
+    bench.add_argument("--envs", nargs="+", default=["lq2d", "four_rooms"], help="compare: games")
+    bench.add_argument("--seeds", default="0..2", help="compare: seeds, A..B (inclusive) or a comma list")
+    bench.add_argument("--iterations", type=int, help="compare: fictitious-play iterations (default: the game's)")
+    bench.add_argument("--best-response", default="exact",
+                       help="compare: exact (Riccati on LQ, grid on the density games; default) or ppo")
+    bench.add_argument("--set", action="append", metavar="KEY=VALUE", help="compare: a setting of every run")
+    bench.add_argument("--backend", default="local", choices=["local", "ray"], help="compare: as in dedafp sweep")
+    bench.add_argument("--workers", type=int, help="compare: runs at once (ray backend)")
+    bench.add_argument("--runs", default="runs/compare", help="compare: folder of the run folders")
+    bench.add_argument("--table-only", action="store_true",
+                       help="compare: train nothing; rebuild the table from the runs that exist")
     bench.set_defaults(func=cmd_bench)
 
     sweep = sub.add_parser("sweep", help="train a grid of configurations x seeds; summary table and curves")
@@ -300,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--backend", default="local", help="local (in-process, default) or ray")
     simulate.add_argument("--address", help="Ray cluster (auto, HOST:PORT, ray://HOST:PORT); default: a local one")
     simulate.add_argument("--workers", default="1", help="shards, one Ray worker each (--study throughput: a list)")
-    simulate.add_argument("--study", choices=["throughput", "mean-field"],
-                          help="throughput for each N, or the mean field's accuracy against N (results/simulate)")
+    simulate.add_argument("--study", choices=["throughput", "mean-field", "density-error"],
+                          help="throughput for each N, the mean field's accuracy against N, or the binned density "
+                               "term against the exact kernel sum (results/simulate)")
     simulate.add_argument("--seeds", default="5", help="mean-field study: seeds per N")
     simulate.add_argument("--repeats", default="2", help="throughput study: measurements per row")
     simulate.add_argument("--out", help="folder for simulate.json (studies: default results/simulate)")

@@ -120,13 +120,16 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False,
 
 
 def _save_outputs(loop: FictitiousPlay, run_dir: Path, wall_clock: float) -> None:
+    # The final outputs are for use, not for resuming (checkpoints are): no optimizer states, a third of the size.
     policy = loop.average_policy
     if isinstance(policy, AveragePolicy):
-        policy.save(str(run_dir / "average_policy.pt.tmp"))
+        policy.save(str(run_dir / "average_policy.pt.tmp"), optimizer=False)
         os.replace(run_dir / "average_policy.pt.tmp", run_dir / "average_policy.pt")
     else:   # Algo 1: the average is the mixture of the stored best responses
         _atomic_save({"best_responses": policy.policies}, run_dir / "average_policy.pt")
-    _atomic_save(loop.population.state_dict(), run_dir / "population.pt")
+    population = loop.population.state_dict()
+    population.pop("optimizer", None)
+    _atomic_save(population, run_dir / "population.pt")
     write_metrics(loop.history, run_dir / "metrics.csv")
     summary = {"iterations": loop.completed, "wall_clock_seconds": wall_clock,
                "final": loop.history[-1].metrics, "torch_threads": torch.get_num_threads()}

@@ -339,7 +339,7 @@ class FlowPopulation(PopulationModel):
 
     @classmethod
     def from_state_dict(cls, state: dict, device: torch.device | str = "cpu") -> FlowPopulation:
-        """Rebuild a model saved with :meth:`state_dict`."""
+        """Rebuild a model saved with :meth:`state_dict` (without ``"optimizer"``: a fresh optimizer)."""
         config = state["config"]
         for key in ("low", "high"):
             if config.get(key) is not None:
@@ -348,5 +348,6 @@ class FlowPopulation(PopulationModel):
         model.net.load_state_dict(state["net"])
         model.centre = state["centre"].to(model.device)
         model.chol = state["chol"].to(model.device)
-        model.optimizer.load_state_dict(state["optimizer"])
+        if "optimizer" in state:
+            model.optimizer.load_state_dict(state["optimizer"])
         return model
