@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_beach_bar import Triangle  # μ_t(x) = 2x on [0, 1]: crowded at the right end
 
 from dedafp.agents.best_response import BestResponseConfig
 from dedafp.agents.grid_response import GridBestResponder
@@ -15,25 +16,6 @@ from dedafp.envs.lq import LQGame, lq_preset
 from dedafp.envs.vec_env import BatchedMeanFieldVecEnv
 from dedafp.population.base import PopulationModel
 from dedafp.rollout import rollout
-
-
-class Triangle(PopulationModel):
-    """μ_t(x) = 2x on [0, 1] at every t: crowded at the right end, empty at the left."""
-
-    dim, horizon = 1, 20
-
-    @property
-    def device(self):
-        return torch.device("cpu")
-
-    def sample(self, t, n, generator=None):
-        return torch.sqrt(torch.rand(n, 1, generator=generator))
-
-    def log_prob(self, x, t):
-        return torch.log(2 * x[:, 0].clamp(min=1e-30))
-
-    def mean(self, t):
-        return torch.tensor([2.0 / 3.0])
 
 
 class Shifted:
