@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -109,3 +110,16 @@ def check_overrides(config_class: type, label: str, overrides: dict[str, Any]) -
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"unknown {label} parameter(s) {unknown}; allowed: {sorted(fields)}")
+
+
+def check_number(name: str, value: object, low: float | None = None, strict: bool = True,
+                 high: float | None = None) -> float:
+    """``value`` as a float after checking it is a finite number ``> low`` (``>= low`` unless ``strict``)
+    and ``<= high``; raises ``ValueError`` naming the field otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if low is not None and (value <= low if strict else value < low):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high}, got {value!r}")
+    return float(value)

@@ -30,23 +30,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dedafp.envs.base import MeanFieldGame, check_overrides
+from dedafp.envs.base import MeanFieldGame, check_number, check_overrides
 from dedafp.envs.four_rooms import MisplacedMass, bind_density_field
 from dedafp.population.base import PopulationModel
 
 #: Names of the regions reported by :meth:`BeachBarGame.region_index`.
 REGION_NAMES: tuple[str, ...] = ("left of the bar", "right of the bar")
 
-
-def _check_number(name: str, value: object, low: float | None = None, strict: bool = True,
-                  high: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if low is not None and (value <= low if strict else value < low):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value!r}")
-    if high is not None and value > high:
-        raise ValueError(f"{name} must be <= {high}, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -83,11 +73,11 @@ class BeachBarConfig:
         if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 1:
             raise ValueError(f"horizon must be an integer >= 1, got {self.horizon!r}")
         for name in ("dt", "action_bound", "density_floor"):
-            _check_number(name, getattr(self, name), 0.0)
+            check_number(name, getattr(self, name), 0.0)
         for name in ("sigma", "bar_cost", "action_cost", "crowd_cost"):
-            _check_number(name, getattr(self, name), 0.0, strict=False)
+            check_number(name, getattr(self, name), 0.0, strict=False)
         for name in ("bar", "init_low", "init_high"):
-            _check_number(name, getattr(self, name), 0.0, strict=False, high=1.0)
+            check_number(name, getattr(self, name), 0.0, strict=False, high=1.0)
         if not self.init_low < self.init_high:
             raise ValueError(f"init_high must exceed init_low, got init_low={self.init_low}, "
                              f"init_high={self.init_high}")

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dedafp.envs.base import MeanFieldGame, check_overrides
+from dedafp.envs.base import MeanFieldGame, check_number, check_overrides
 from dedafp.population.base import PopulationModel
 
 #: The interior of OpenSpiel's FOUR_ROOMS map: ``#`` wall, ``.`` free. The first line is the top row
@@ -56,18 +56,11 @@ FOUR_ROOMS_MAP: tuple[str, ...] = (
 REGION_NAMES: tuple[str, ...] = ("bottom-left", "bottom-right", "top-left", "top-right", "doors")
 
 
-def _check_number(name: str, value: object, low: float | None = None, strict: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if low is not None and (value <= low if strict else value < low):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value!r}")
-    return float(value)
-
 
 def _check_pair(name: str, value: object) -> tuple[float, float]:
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ValueError(f"{name} must be a pair (x, y) of numbers in [0, 1], got {value!r}")
-    pair = tuple(_check_number(f"{name}[{i}]", v) for i, v in enumerate(value))
+    pair = tuple(check_number(f"{name}[{i}]", v) for i, v in enumerate(value))
     if not all(0.0 <= v <= 1.0 for v in pair):
         raise ValueError(f"{name} must lie in [0, 1]², got {value!r}")
     return pair  # type: ignore[return-value]
@@ -119,9 +112,9 @@ class FourRoomsConfig:
         if isinstance(self.horizon, bool) or not isinstance(self.horizon, int) or self.horizon < 1:
             raise ValueError(f"horizon must be an integer >= 1, got {self.horizon!r}")
         for name in ("dt", "action_bound", "density_floor"):
-            _check_number(name, getattr(self, name), 0.0)
+            check_number(name, getattr(self, name), 0.0)
         for name in ("sigma", "action_cost", "crowd_cost"):
-            _check_number(name, getattr(self, name), 0.0, strict=False)
+            check_number(name, getattr(self, name), 0.0, strict=False)
         object.__setattr__(self, "layout", _check_layout(self.layout))
         low, high = _check_pair("init_low", self.init_low), _check_pair("init_high", self.init_high)
         object.__setattr__(self, "init_low", low)
