@@ -190,18 +190,6 @@ def _last_finite(values: list[float]) -> float:
     return finite[-1] if finite else math.nan
 
 
-def _mixture_score(grid: GridMFG, members: list[np.ndarray], flows: list[np.ndarray]) -> tuple[float, np.ndarray]:
-    """Exploitability of the episode mixture of grid policies ``members`` (flows ``flows``), and its best response.
-
-    In an episode mixture each agent follows one member for its whole episode, so the population is the
-    mean of the members' flows and the mixture's value the mean of theirs, all against that population.
-    """
-    running, terminal = grid.rewards(np.mean(flows, axis=0))
-    value = np.mean([grid.initial_mass @ grid.evaluate(member, running, terminal)[1][0] for member in members])
-    best_actions, best_value = grid.best_response(running, terminal)
-    return float(grid.initial_mass @ best_value[0] - value), best_actions
-
-
 def episode_mixture_exploitability(grid: GridMFG, policies: Sequence[DeterministicPolicy], ks: Sequence[int],
                                    samples_per_cell: int = 4, seed: int = 0) -> list[float]:
     """Exact grid exploitability of the episode mixture of the first k ``policies``, for every k in ``ks``.
@@ -211,14 +199,15 @@ def episode_mixture_exploitability(grid: GridMFG, policies: Sequence[Determinist
     k = 0 gives NaN.
     """
     from dedafp.agents.policy import act
-    from dedafp.reference.grid_scoring import project_policy
+    from dedafp.reference.grid_scoring import mixture_exploitability, project_policy
 
     generator = torch.Generator().manual_seed(seed)
     needed = max(ks, default=0)
     members = [project_policy(grid, lambda t, x, p=p: act(p, t, x, deterministic=True), samples_per_cell,
                               generator=generator) for p in policies[:needed]]
     flows = [grid.forward(member) for member in members]
-    return [_mixture_score(grid, members[:k], flows[:k])[0] if 1 <= k <= len(members) else math.nan for k in ks]
+    return [mixture_exploitability(grid, members[:k], flows[:k]).exploitability if 1 <= k <= len(members) else math.nan
+            for k in ks]
 
 
 def grid_fictitious_play(grid: GridMFG, iterations: int) -> list[float]:
@@ -228,6 +217,8 @@ def grid_fictitious_play(grid: GridMFG, iterations: int) -> list[float]:
     averages only the best responses, as episode mixtures: the like-for-like reference of the density
     games (``dedafp reference --method fp`` starts from the uniform policy and keeps it in the average).
     """
+    from dedafp.reference.grid_scoring import mixture_exploitability
+
     zero = np.zeros((grid.horizon, grid.num_states, grid.num_actions))
     zero[..., int(np.argmin(np.abs(grid.velocities).sum(-1)))] = 1.0
     score = grid.exploitability(zero)
@@ -237,8 +228,9 @@ def grid_fictitious_play(grid: GridMFG, iterations: int) -> list[float]:
     for _ in range(iterations):
         members.append(grid.one_hot(best_actions))
         flows.append(grid.forward(members[-1]))
-        exploitability, best_actions = _mixture_score(grid, members, flows)
-        values.append(exploitability)
+        score = mixture_exploitability(grid, members, flows)
+        values.append(score.exploitability)
+        best_actions = score.best_response
     return values
 
 

@@ -112,10 +112,10 @@ class GridEvaluator:
     """Metrics of a density game against its fine-grid reference (:mod:`dedafp.reference.grid`).
 
     Every iteration: the grid exploitability of the average policy (its sampled actions projected
-    onto the grid's velocity lattice, then scored exactly), and the population model against the
-    reference equilibrium's density per t (total variation, wall-respecting W1, misplaced mass and
-    mass per region). The reference is solved once (online mirror descent) and cached under
-    ``results/reference/``.
+    onto the grid's velocity lattice, then scored exactly; an episode mixture member by member), and
+    the population model against the reference equilibrium's density per t (total variation,
+    wall-respecting W1, misplaced mass and mass per region). The reference is solved once (online mirror
+    descent) and cached under ``results/reference/``.
     """
 
     def __init__(self, game: MeanFieldGame, device: torch.device | str = "cpu", seed: int = 0,
@@ -138,11 +138,17 @@ class GridEvaluator:
 
     def evaluate(self, iteration: int, average_policy: Policy, population: PopulationModel,
                  best_responses: list[DeterministicPolicy], br_field: object) -> dict[str, float]:
+        from dedafp.agents.mixture import MixturePolicy
         from dedafp.agents.policy import act
-        from dedafp.reference.grid_scoring import compare_population, score_policy
+        from dedafp.reference.grid_scoring import compare_population, score_mixture, score_policy
         generator = torch.Generator().manual_seed(self.seed + 7919 * (iteration + 1))
-        score = score_policy(self.grid, lambda t, x: act(average_policy, t, x, generator=generator),
-                             self.samples_per_cell, generator=generator)
+        if isinstance(average_policy, MixturePolicy):
+            # An episode mixture (Algo 1) is scored member by member; a state-wise draw would not be it.
+            members = [lambda t, x, p=p: act(p, t, x, generator=generator) for p in average_policy.policies]
+            score = score_mixture(self.grid, members, max(1, self.samples_per_cell // 4), generator=generator)
+        else:
+            score = score_policy(self.grid, lambda t, x: act(average_policy, t, x, generator=generator),
+                                 self.samples_per_cell, generator=generator)
         comparison = compare_population(self.grid, self.reference_mass, population,
                                         samples=self.population_samples, generator=generator)
         metrics = {"fp/grid_exploitability": score.exploitability, "fp/grid_policy_value": score.policy_value,

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_beach_bar import Triangle  # μ_t(x) = 2x on [0, 1]
 
 from dedafp.agents.grid_response import GridBestResponder, GridPolicy
 from dedafp.agents.mixture import MixturePolicy
@@ -13,7 +14,8 @@ from dedafp.agents.policy import act
 from dedafp.bench_compare import CompareConfig, episode_mixture_exploitability, grid_fictitious_play, load_env_results
 from dedafp.cli import main
 from dedafp.envs.beach_bar import BeachBarGame
-from dedafp.reference.grid_scoring import score_policy
+from dedafp.evaluation import GridEvaluator
+from dedafp.reference.grid_scoring import score_mixture, score_policy
 
 # Runs of a few seconds: exact Riccati best responses, tiny behavioural cloning and flow.
 TINY = ("fp.br_agents=200", "fp.population_agents=2000", "fp.eval_agents=2000", "fp.initial_flow_steps=40",
@@ -102,6 +104,19 @@ def test_episode_mixture_is_exact_on_the_grid():
     # Scoring the mixture cell by cell mixes the members state by state: another policy, another value.
     statewise = score_policy(grid, lambda t, x: act(MixturePolicy([crowd, crowd, other]), t, x), 6).exploitability
     assert abs(statewise - mixed) > 1e-3
+    # score_mixture (what the grid evaluator uses for Algo 1) is the same episode mixture.
+    members = [lambda t, x, p=p: act(p, t, x, deterministic=True) for p in (crowd, crowd, other)]
+    assert score_mixture(grid, members, 4).exploitability == pytest.approx(mixed, rel=1e-6, abs=1e-9)
+
+
+def test_grid_evaluator_scores_an_algo1_average_as_an_episode_mixture():
+    game = BeachBarGame()
+    evaluator = GridEvaluator(game)
+    responder = GridBestResponder(game)
+    members = [responder.learn(_Ramp(1.0)), responder.learn(_Ramp(-1.0))]
+    metrics = evaluator.evaluate(2, MixturePolicy(members), Triangle(), members, None)
+    [exact] = episode_mixture_exploitability(evaluator.grid, members, [2])
+    assert metrics["fp/grid_exploitability"] == pytest.approx(exact, rel=1e-6, abs=1e-9)
 
 
 class _Ramp:

@@ -3,7 +3,8 @@
 * :func:`project_policy` turns a stochastic continuous policy (a callable drawing actions) into a grid
   policy: actions sampled at many points of every cell are projected onto the velocity lattice,
   by multilinear ("linear", keeps the mean velocity) or nearest-point weights. :func:`score_policy`
-  returns that grid policy's exact exploitability (its own sampled actions' costs, lattice transitions).
+  returns that grid policy's exact exploitability (its own sampled actions' costs, lattice transitions);
+  :func:`score_mixture` that of an episode mixture of policies (fictitious play's exact average).
 * :func:`project_population` puts a :class:`PopulationModel` on the grid, from samples (a histogram) or
   from its density (midpoint quadrature of ``exp(log_prob)``), and reports the misplaced mass.
 * :func:`compare_population` compares a population model with a reference flow per t: total variation,
@@ -19,7 +20,7 @@ Usage::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import final
 
@@ -140,31 +141,67 @@ def score_policy(grid: GridMFG, sample_action: SampleAction, samples_per_cell: i
     lattice). ``"lattice"`` charges the lattice actions instead. The best response always plays the
     lattice, so a policy using off-lattice actions well can score slightly below 0.
     """
+    return score_mixture(grid, [sample_action], samples_per_cell, projection, action_rewards, generator)
+
+
+def score_mixture(grid: GridMFG, sample_actions: Sequence[SampleAction], samples_per_cell: int = 32,
+                  projection: str = "linear", action_rewards: str = "sampled",
+                  generator: torch.Generator | None = None) -> Exploitability:
+    """Exact grid exploitability of the *episode* mixture of continuous policies (uniform weights).
+
+    Each agent follows one member for its whole episode (fictitious play's exact average, Algo 1 of the
+    DEDA-FP paper), so the population is the mean of the members' flows and the mixture's value the mean
+    of the members' values against it. Scoring the state-wise mixture instead (drawing a member afresh at
+    every step) answers a different question and can be far off. Members are projected and charged as in
+    :func:`score_policy`; one member is :func:`score_policy`.
+    """
     if action_rewards not in ACTION_REWARDS:
         raise ValueError(f"action_rewards must be one of {ACTION_REWARDS}, got {action_rewards!r}")
     if projection not in PROJECTIONS:
         raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
-    actions = sample_policy_actions(grid, sample_action, samples_per_cell, generator)
-    policy = lattice_policy(grid, actions, projection)
-    mass = grid.forward(policy)
+    if len(sample_actions) == 0:
+        raise ValueError("score_mixture needs at least one policy")
+    actions = [sample_policy_actions(grid, sample, samples_per_cell, generator) for sample in sample_actions]
+    members = [lattice_policy(grid, a, projection) for a in actions]
+    return mixture_exploitability(grid, members, member_actions=actions if action_rewards == "sampled" else None)
+
+
+def mixture_exploitability(grid: GridMFG, members: Sequence[np.ndarray], flows: Sequence[np.ndarray] | None = None,
+                           member_actions: Sequence[np.ndarray] | None = None) -> Exploitability:
+    """Exact exploitability of the episode mixture of grid policies ``members`` (each ``[T, S, A]``).
+
+    Args:
+        flows: the members' own flows ``[T+1, S]`` if already computed (``grid.forward(member)``).
+        member_actions: per member, the sampled continuous actions ``[T, S, n, action_dim]`` it was
+            projected from; their own action costs replace the lattice's (see :func:`score_policy`).
+    """
+    flows = [grid.forward(member) for member in members] if flows is None else flows
+    mass = np.mean(flows, axis=0)
     running, terminal = grid.rewards(mass)
-    policy_running = running
-    if action_rewards == "sampled":
-        T, S, n, action_dim = actions.shape
-        log_density = torch.as_tensor(grid.log_density(mass[:T]))
-        x = torch.as_tensor(grid.centres)
-        sampled = grid.game.reward_given_log_density(
-            x[None, :, None, :].expand(T, S, n, grid.dim).reshape(-1, grid.dim),
-            torch.as_tensor(actions).reshape(-1, action_dim),
-            log_density[:, :, None].expand(T, S, n).reshape(-1)).reshape(T, S, n).mean(-1).numpy()
-        # Shift every action's reward in a (t, cell) by the same amount: the policy's expected reward
-        # there becomes that of its sampled actions; the best response below still sees `running`.
-        policy_running = running + (sampled - (policy * running).sum(-1))[..., None]
-    _, v_policy = grid.evaluate(policy, policy_running, terminal)
+    values = []
+    for i, member in enumerate(members):
+        member_running = running
+        if member_actions is not None:
+            member_running = _sampled_action_running(grid, member, member_actions[i], mass, running)
+        values.append(float(grid.initial_mass @ grid.evaluate(member, member_running, terminal)[1][0]))
     best_actions, v_best = grid.best_response(running, terminal)
-    policy_value = float(grid.initial_mass @ v_policy[0])
+    policy_value = float(np.mean(values))
     best_value = float(grid.initial_mass @ v_best[0])
     return Exploitability(best_value - policy_value, policy_value, best_value, mass, best_actions)
+
+
+def _sampled_action_running(grid: GridMFG, policy: np.ndarray, actions: np.ndarray, mass: np.ndarray,
+                            running: np.ndarray) -> np.ndarray:
+    """Running rewards ``[T, S, A]`` shifted per (t, cell) so that ``policy``'s expected reward there is that
+    of its sampled ``actions`` ``[T, S, n, action_dim]``; what other actions earn relative to it is unchanged."""
+    T, S, n, action_dim = actions.shape
+    log_density = torch.as_tensor(grid.log_density(mass[:T]))
+    x = torch.as_tensor(grid.centres)
+    sampled = grid.game.reward_given_log_density(
+        x[None, :, None, :].expand(T, S, n, grid.dim).reshape(-1, grid.dim),
+        torch.as_tensor(actions).reshape(-1, action_dim),
+        log_density[:, :, None].expand(T, S, n).reshape(-1)).reshape(T, S, n).mean(-1).numpy()
+    return running + (sampled - (policy * running).sum(-1))[..., None]
 
 
 # ---- populations --------------------------------------------------------------------------------------
