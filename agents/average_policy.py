@@ -44,6 +44,18 @@ class AveragePolicyConfig:
         components: Gaussian components of the action distribution (>= 1). One is the paper's
             choice; several let the average keep apart best responses that go different ways
             from the same state (a single Gaussian averages "left" and "right" into "straight on").
+        fixed_std: None (default, the paper's choice): the standard deviation is learned by
+            maximum likelihood. A number in (0, 1): the standard deviation is fixed at that many
+            ``action_bound`` and only the mean E[a | t, x] is fitted (the loss is then a squared
+            error). As dt -> 0 the population's flow depends on the policy only through that mean
+            (Fokker-Planck); at finite dt the mean policy lacks the Var(a | t, x)·dt² part of each
+            step's variance (on lq1d, dt = 0.1: 5% too little population variance at T against
+            0.6% for a learned spread). It pays where best responses disagree and walls reject
+            steps: one Gaussian spread wide between "up through one door" and "right through
+            another" proposes steps none of them takes, and the squared error fits the mean fast
+            where the NLL's mean gradient is damped by the spread. Measured on four-rooms (buffer
+            of 5 exact best responses; worst error in mass per room at T against their exact
+            average): 0.03-0.06 with ``fixed_std = 0.05``, 0.12-0.35 with a learned spread.
     """
 
     hidden: int = 64
@@ -56,6 +68,7 @@ class AveragePolicyConfig:
     initial_std: float = 0.01
     beta: float = 0.5
     components: int = 1
+    fixed_std: float | None = None
 
     def __post_init__(self) -> None:
         for name, minimum in (("hidden", 1), ("layers", 1), ("steps", 0), ("batch_size", 1), ("components", 1)):
@@ -68,6 +81,11 @@ class AveragePolicyConfig:
             raise ValueError(f"average_policy.initial_std must be in (0, 1), got {self.initial_std!r}")
         if not (isinstance(self.beta, (int, float)) and 0 <= self.beta <= 1):
             raise ValueError(f"average_policy.beta must be in [0, 1], got {self.beta!r}")
+        if self.fixed_std is not None:
+            if not (isinstance(self.fixed_std, (int, float)) and 0 < self.fixed_std < 1):
+                raise ValueError(f"average_policy.fixed_std must be None or in (0, 1), got {self.fixed_std!r}")
+            if self.components != 1:
+                raise ValueError(f"average_policy.fixed_std needs components = 1, got components = {self.components}")
         if self.buffer_capacity is not None and (not isinstance(self.buffer_capacity, int)
                                                  or self.buffer_capacity < 1):
             raise ValueError(f"average_policy.buffer_capacity must be None or an integer >= 1, "
@@ -185,13 +203,21 @@ class AveragePolicy(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def _normalised(self, t: int | Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Component log-weights ``[n, K]``, means and log-stds ``[n, K, d_a]`` (units of action_bound)."""
-        out = self.net(self.game.observation(t, x.to(self.device)))
+    def split_output(self, out: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The network's output ``[n, width]`` as means and log-stds ``[n, K, d_a]`` (units of action_bound)
+        and component logits ``[n, K]`` (None for one component)."""
         k, d = self.config.components, self.action_dim
         mean = out[:, :k * d].reshape(-1, k, d)
-        log_std = out[:, k * d:2 * k * d].reshape(-1, k, d).clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
-        log_weight = torch.log_softmax(out[:, 2 * k * d:], dim=-1) if k > 1 else out.new_zeros(out.shape[0], 1)
+        if self.config.fixed_std is None:
+            log_std = out[:, k * d:2 * k * d].reshape(-1, k, d).clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
+        else:
+            log_std = torch.full_like(mean, math.log(self.config.fixed_std))
+        return mean, log_std, (out[:, 2 * k * d:] if k > 1 else None)
+
+    def _normalised(self, t: int | Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Component log-weights ``[n, K]``, means and log-stds ``[n, K, d_a]`` (units of action_bound)."""
+        mean, log_std, logits = self.split_output(self.net(self.game.observation(t, x.to(self.device))))
+        log_weight = torch.log_softmax(logits, dim=-1) if logits is not None else mean.new_zeros(mean.shape[0], 1)
         return log_weight, mean, log_std
 
     @torch.no_grad()

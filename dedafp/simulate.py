@@ -244,7 +244,6 @@ class FastAveragePolicy:
         self.inner.net = network
         self.game = policy.game
         self.action_bound = policy.action_bound
-        self.components = policy.config.components
         self.action_dim = policy.action_dim
 
     def distribution(self, t: int, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -255,11 +254,8 @@ class FastAveragePolicy:
     def sample(self, t: int, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Actions ``[n, action_dim]`` (physical units, unclipped) drawn from the mixture."""
         out = self.inner.net(self.game.observation(t, x.to(self.inner.device)))
-        k, d = self.components, self.action_dim
-        mean = out[:, :k * d].reshape(-1, k, d)
-        log_std = out[:, k * d:2 * k * d].reshape(-1, k, d).clamp(AveragePolicy.LOG_STD_MIN, AveragePolicy.LOG_STD_MAX)
-        if k > 1:
-            logits = out[:, 2 * k * d:]
+        mean, log_std, logits = self.inner.split_output(out)
+        if logits is not None:
             weights = (logits - logits.max(1, keepdim=True).values).exp()
             cdf = weights.cumsum(1)
             u = torch.rand(out.shape[0], 1, generator=generator, device=out.device) * cdf[:, -1:]
