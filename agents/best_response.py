@@ -64,6 +64,12 @@ class BestResponseConfig:
         reward_scale: the learner sees rewards multiplied by this (> 0). Returns of order 10
             make the critic's loss dominate PPO's clipped gradient norm; scaling them down lets
             the actor learn (the best response itself is unchanged by a positive scale).
+        keep_best: after training, play whichever of the new and the stored best responses earns
+            the most against the frozen population (deterministic returns, the same agents and
+            noise for all). Deep RL sometimes returns a policy far worse than one it found before
+            (four-rooms, PPO warm-started on a population that moved: return -68 where a stored
+            response earns over 100); fictitious play with the better candidate stays a valid
+            approximate best-response scheme. Costs one rollout per stored response.
     """
 
     algorithm: str = "ppo"
@@ -88,6 +94,7 @@ class BestResponseConfig:
     gradient_steps: int = 1
     reward_scale: float = 0.1
     exploring_starts: float = 0.0
+    keep_best: bool = False
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:

@@ -2,7 +2,8 @@
 
 Iteration k = 1..K, against the population model μ^{k-1} of the previous iteration (held fixed):
 
-    1. best response   π^k  <- deep RL (SB3 PPO/SAC) or exact Riccati, against μ^{k-1}
+    1. best response   π^k  <- deep RL (SB3 PPO/SAC) or exact (Riccati, grid), against μ^{k-1};
+                               with best_response.keep_best, a stored π^j that earns more replaces it
     2. buffer          B    <- B ∪ {(t, x, a)} of π^k played deterministically against μ^{k-1}
     3. average policy  π̄^k <- Gaussian MLP fitted by NLL to B (each iteration weighted 1/k)
     4. population      μ^k  <- normalizing flow fitted to a rollout of π̄^k (its own mean-field flow)
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from dedafp.agents.average_policy import AveragePolicy, FictitiousPlayBuffer
 from dedafp.agents.best_response import BestResponder, DeterministicPolicy, SB3BestResponder
@@ -45,7 +47,7 @@ from dedafp.config import RunConfig
 from dedafp.envs.base import MeanFieldGame
 from dedafp.games import Evaluator, make_evaluator, make_game
 from dedafp.population import FlowPopulation, ParticlePopulation, PopulationModel, population_from_state_dict
-from dedafp.rollout import rollout
+from dedafp.rollout import Rollout, rollout
 
 
 @dataclass(frozen=True)
@@ -162,8 +164,11 @@ class FictitiousPlay:
 
         # 2. its played (deterministic) samples join the buffer
         start = time.perf_counter()
+        draws = self.generator.get_state()
         played = rollout(self.game, best_response, self.config.fp.br_agents, br_field, deterministic=True,
                          generator=self.generator, device=self.device)
+        if self.config.best_response.keep_best and len(self.best_responses) > 1:
+            played = self._keep_best(played, draws, br_field, metrics)
         metrics["br/return"] = float(played.returns.mean())
         if self.uses_behaviour_cloning:
             self.buffer.add(*played.samples())
@@ -174,6 +179,27 @@ class FictitiousPlay:
         # 4. the average policy's population, learned by the flow (warm start) or a kernel estimate
         metrics.update(self._fit_population(None))
         return self._record(k, metrics, br_field)
+
+    def _keep_best(self, played: Rollout, draws: Tensor, br_field: Any, metrics: dict[str, float]) -> Rollout:
+        """Replace the new best response by a stored one that earns more against ``br_field``.
+
+        Every candidate is rolled out on the same agents and noise as ``played`` (generator state
+        ``draws``), so the comparison is paired. Records ``br/kept``: the index of the stored response
+        played instead, or -1 for the new one.
+        """
+        metrics["br/new_return"] = float(played.returns.mean())
+        best, best_index = played, -1
+        for index, candidate in enumerate(self.best_responses[:-1]):
+            generator = torch.Generator(device=self.device)
+            generator.set_state(draws)
+            replay = rollout(self.game, candidate, self.config.fp.br_agents, br_field, deterministic=True,
+                             generator=generator, device=self.device)
+            if float(replay.returns.mean()) > float(best.returns.mean()):
+                best, best_index = replay, index
+        if best_index >= 0:
+            self.best_responses[-1] = self.best_responses[best_index]
+        metrics["br/kept"] = float(best_index)
+        return best
 
     def _record(self, k: int, metrics: dict[str, float], br_field: torch.Tensor | None) -> IterationRecord:
         start = time.perf_counter()

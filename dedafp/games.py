@@ -20,9 +20,11 @@ GAME_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "four_rooms": {
         "fp": {"iterations": 20, "br_agents": 2000, "population_agents": 20000, "initial_flow_steps": 1500,
                "evaluate_every": 5},
-        "best_response": {"algorithm": "ppo", "num_envs": 64, "total_steps": 300_000, "warm_steps": 150_000,
+        # Fresh PPO best responses: one warm-started from a response to a population that has since
+        # moved did not unlearn it (return -68 where a fresh one earns 153); keep_best guards the rest.
+        "best_response": {"algorithm": "ppo", "num_envs": 64, "total_steps": 300_000, "warm_start": False,
                           "n_steps": 128, "batch_size": 2048, "n_epochs": 10, "log_std_init": -0.5,
-                          "hidden": 128},
+                          "hidden": 128, "keep_best": True},
         # The average is cloned as its conditional mean velocity (fixed small spread): a learned spread
         # adds diffusion and kept 38-55% of the mass in the start room where the best responses'
         # exact average keeps 20% (see AveragePolicyConfig.fixed_std). Warm-started: 3,000 steps a refit.

@@ -215,3 +215,29 @@ def test_gaussian_population_is_accepted_by_the_game():
     eq = lq.equilibrium(game.config)
     field = game.bind(GaussianPopulation(eq.mean_flow, eq.cov_flow))
     np.testing.assert_allclose(field.numpy(), eq.mean_flow, atol=1e-6)
+
+
+def test_keep_best_replaces_a_failed_best_response_by_a_stored_one():
+    from dedafp.config import load_config
+    from dedafp.fictitious_play import FictitiousPlay
+    tiny = ["fp.br_agents=500", "fp.population_agents=2000", "fp.initial_flow_steps=40", "average_policy.steps=40",
+            "average_policy.hidden=16", "flow.steps=20", "flow.hidden=8", "flow.transforms=1",
+            "flow.mean_samples=512", "fp.evaluate_every=100", "fp.iterations=100"]
+    loop = FictitiousPlay(load_config("lq1d", None, ["best_response.algorithm=riccati",
+                                                      "best_response.keep_best=true", *tiny]))
+    first = loop.iteration()
+    second = loop.iteration()
+    assert "br/kept" not in first.metrics and second.metrics["br/kept"] == -1    # exact responses are kept
+
+    # A "deep RL failure": the third response pushes at full force in one direction.
+    class Failed:
+        action_bound = loop.game.action_bound
+
+        def distribution(self, t, x):
+            return torch.full_like(x, self.action_bound), torch.zeros_like(x)
+
+    loop.responder.learn = lambda population: Failed()
+    third = loop.iteration()
+    assert third.metrics["br/kept"] in (0.0, 1.0)
+    assert loop.best_responses[-1] is loop.best_responses[int(third.metrics["br/kept"])]
+    assert third.metrics["br/return"] > third.metrics["br/new_return"]
