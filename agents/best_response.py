@@ -29,6 +29,8 @@ from dedafp.envs.vec_env import BatchedMeanFieldVecEnv
 from dedafp.population.base import PopulationModel
 
 ALGORITHMS = ("ppo", "sac", "riccati", "grid")
+#: The deep-RL best responders (stable-baselines3); the others are exact.
+DEEP_RL = ("ppo", "sac")
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,7 @@ class SB3BestResponder(BestResponder):
 
     def __init__(self, game: MeanFieldGame, config: BestResponseConfig, device: torch.device | str = "cpu",
                  seed: int = 0) -> None:
-        if config.algorithm not in ("ppo", "sac"):
+        if config.algorithm not in DEEP_RL:
             raise ValueError(f"SB3BestResponder needs algorithm 'ppo' or 'sac', got {config.algorithm!r}")
         self.game = game
         self.config = config

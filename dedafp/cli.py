@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from dedafp.agents.best_response import DEEP_RL, BestResponseConfig
 from dedafp.config import ALGORITHMS, RunConfig, load_config
 from dedafp.games import GAMES
 
@@ -126,8 +128,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = {} if evaluator is None else evaluator.evaluate(0, run.average_policy, run.population, [], None)
     metrics.pop("reference/exact_fp_exploitability", None)
     if args.deep_rl:
-        metrics.update(deep_rl_exploitability(run.game, run.population, run.average_policy,
-                                              run.config.best_response, args.agents, seed))
+        deep_rl = _deep_rl_config(run.config, args.overrides)
+        print(f"deep-RL best response: {deep_rl.algorithm}, {deep_rl.total_steps} steps")
+        metrics.update(deep_rl_exploitability(run.game, run.population, run.average_policy, deep_rl,
+                                              args.agents, seed))
     (run.path / "evaluation.json").write_text(json.dumps(metrics, indent=2))
     for key, value in metrics.items():
         print(f"{key:40s} {_format(value)}")
@@ -135,6 +139,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("deep_rl/*: a fresh best response against the frozen population: a LOWER bound on exploitability")
     print(f"written to {run.path / 'evaluation.json'}")
     return 0
+
+
+def _deep_rl_config(config: RunConfig, overrides: list[str]) -> BestResponseConfig:
+    """The deep-RL responder of ``evaluate --deep-rl``: the run's own if it trained with PPO or SAC, else
+    the game's default deep-RL settings (a run with exact best responses has none); then ``--set``."""
+    bad = [o for o in overrides if not o.startswith("best_response.")]
+    if bad:
+        raise ValueError(f"evaluate --set takes best_response.* keys only (the deep-RL responder), got {bad}")
+    chosen = config.best_response
+    if chosen.algorithm not in DEEP_RL:
+        chosen = load_config(config.env).best_response
+        chosen = chosen if chosen.algorithm in DEEP_RL else BestResponseConfig()
+    return dataclasses.replace(config, best_response=chosen).with_overrides(overrides).best_response
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -275,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="evaluate every checkpoint against the reference (writes RUN/evaluation.csv)")
     evaluate.add_argument("--deep-rl", action="store_true",
                           help="also train a fresh best response against the final population (a lower bound)")
+    evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="a best_response.* field of the --deep-rl responder, e.g. "
+                               "best_response.total_steps=1000000 (repeatable)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     plot = sub.add_parser("plot", help="write a run's figures under RUN/figures")

@@ -146,3 +146,17 @@ def test_config_file_and_overrides_compose(tmp_path):
     config = load_config("lq2d", path, ["flow.bins=4", "game.x_target=[1, 1]"], seed=3)
     assert (config.fp.iterations, config.flow.backend, config.flow.bins, config.seed) == (7, "zuko", 4, 3)
     assert config.game == {"sigma": 0.3, "x_target": [1, 1]}
+
+
+def test_deep_rl_estimate_of_an_exact_responder_run_uses_the_games_deep_rl_settings(tmp_path, capsys):
+    out = tmp_path / "run"
+    tiny = [o for o in TINY if not o.startswith("best_response.")]
+    assert main(["train", "lq1d", "--iterations", "1", "--out", str(out),
+                 *_args(*tiny, "best_response.algorithm=riccati")]) == 0
+    capsys.readouterr()
+    small_ppo = [o for o in TINY if o.startswith("best_response.")]
+    assert main(["evaluate", str(out), "--agents", "2000", "--deep-rl", *_args(*small_ppo)]) == 0
+    assert "deep-RL best response: ppo, 2048 steps" in capsys.readouterr().out
+    assert "deep_rl/exploitability_lower_bound" in json.loads((out / "evaluation.json").read_text())
+    assert main(["evaluate", str(out), "--deep-rl", "--set", "fp.iterations=3"]) == 2
+    assert "best_response.* keys only" in capsys.readouterr().err
