@@ -140,15 +140,15 @@ class GridEvaluator:
                  best_responses: list[DeterministicPolicy], br_field: object) -> dict[str, float]:
         from dedafp.agents.mixture import MixturePolicy
         from dedafp.agents.policy import act
-        from dedafp.reference.grid_scoring import compare_population, score_mixture, score_policy
+        from dedafp.reference.grid_scoring import compare_population, score_mixture
         generator = torch.Generator().manual_seed(self.seed + 7919 * (iteration + 1))
-        if isinstance(average_policy, MixturePolicy):
-            # An episode mixture (Algo 1) is scored member by member; a state-wise draw would not be it.
-            members = [lambda t, x, p=p: act(p, t, x, generator=generator) for p in average_policy.policies]
-            score = score_mixture(self.grid, members, max(1, self.samples_per_cell // 4), generator=generator)
-        else:
-            score = score_policy(self.grid, lambda t, x: act(average_policy, t, x, generator=generator),
-                                 self.samples_per_cell, generator=generator)
+        # An episode mixture (Algo 1) is scored member by member (a state-wise draw would not be it),
+        # with fewer states per cell: every member's sampled actions are held at once.
+        episode_mixture = isinstance(average_policy, MixturePolicy)
+        policies = average_policy.policies if episode_mixture else [average_policy]
+        samples = max(1, self.samples_per_cell // 4) if episode_mixture else self.samples_per_cell
+        score = score_mixture(self.grid, [lambda t, x, p=p: act(p, t, x, generator=generator) for p in policies],
+                              samples, generator=generator)
         comparison = compare_population(self.grid, self.reference_mass, population,
                                         samples=self.population_samples, generator=generator)
         metrics = {"fp/grid_exploitability": score.exploitability, "fp/grid_policy_value": score.policy_value,

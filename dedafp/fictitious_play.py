@@ -189,7 +189,11 @@ class FictitiousPlay:
         """
         metrics["br/new_return"] = float(played.returns.mean())
         best, best_index = played, -1
+        seen: set[int] = set()
         for index, candidate in enumerate(self.best_responses[:-1]):
+            if id(candidate) in seen:       # a kept response is stored twice: roll it out once
+                continue
+            seen.add(id(candidate))
             generator = torch.Generator(device=self.device)
             generator.set_state(draws)
             replay = rollout(self.game, candidate, self.config.fp.br_agents, br_field, deterministic=True,
