@@ -181,6 +181,33 @@ def test_sb3_sac_best_response_runs_on_the_batched_env():
     assert float(policy.distribution(2, x)[1].abs().max()) == 0.0
 
 
+def _two_calls(seed: int, warm_start: bool) -> tuple[list[list[float]], list[torch.Tensor]]:
+    """Episode returns seen in training and the env's generator state after each of two calls."""
+    game = LQGame(lq_preset("lq1d"))
+    population = game.uncontrolled_population()
+    responder = SB3BestResponder(game, BestResponseConfig(total_steps=320, warm_steps=320, n_steps=40, num_envs=8,
+                                                           batch_size=64, n_epochs=1, hidden=8,
+                                                           warm_start=warm_start), seed=seed)
+    returns, states = [], []
+    for _ in range(2):
+        responder.learn(population)
+        returns.append([info["r"] for info in responder.model.ep_info_buffer])
+        states.append(responder.model.get_env().unwrapped.generator.get_state())
+    return returns, states
+
+
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_two_calls_of_the_sb3_responder_see_different_noise_and_reproduce(warm_start):
+    # SB3 reseeds the env with the model's seed on reset: with the model seeded by the responder's
+    # seed, two fresh calls replayed the same noise (bit-identical returns). Each call has its own now.
+    returns, states = _two_calls(seed=0, warm_start=warm_start)
+    assert len(returns[0]) == 16 and len(returns[1]) == 16      # 2 episodes x 8 agents per call
+    assert not torch.equal(states[0], states[1])
+    assert all(a != b for a, b in zip(returns[0], returns[1], strict=True))
+    again, again_states = _two_calls(seed=0, warm_start=warm_start)
+    assert again == returns and all(torch.equal(a, b) for a, b in zip(again_states, states, strict=True))
+
+
 def test_mixture_policy_assigns_agents_uniformly_and_plays_each_member():
     game = LQGame(lq_preset("lq1d"))
     T = game.horizon

@@ -9,7 +9,6 @@ exploration noise.
 
 from __future__ import annotations
 
-import abc
 import copy
 import math
 from dataclasses import dataclass
@@ -24,9 +23,13 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.sac.policies import SACPolicy
 from torch import Tensor, nn
 
+from dedafp.agents.policy import BestResponder, DeterministicPolicy
 from dedafp.envs.base import MeanFieldGame
 from dedafp.envs.vec_env import BatchedMeanFieldVecEnv
 from dedafp.population.base import PopulationModel
+
+__all__ = ["ALGORITHMS", "DEEP_RL", "BestResponder", "BestResponseConfig", "DeterministicPolicy", "MLPPolicy",
+           "SB3BestResponder", "ScaledReward", "actor_network"]
 
 ALGORITHMS = ("ppo", "sac", "riccati", "grid")
 #: The deep-RL best responders (stable-baselines3); the others are exact.
@@ -136,20 +139,6 @@ class ScaledReward(VecEnvWrapper):
         return obs, rewards * self.scale, dones, infos
 
 
-class DeterministicPolicy(abc.ABC):
-    """A best response played deterministically: ``std = 0``."""
-
-    action_bound: float
-
-    @abc.abstractmethod
-    def mean_action(self, t: int, x: Tensor) -> Tensor:
-        """Action ``[n, action_dim]`` (physical units) at time ``t`` for states ``x`` ``[n, d]``."""
-
-    def distribution(self, t: int, x: Tensor) -> tuple[Tensor, Tensor]:
-        mean = self.mean_action(t, x)
-        return mean, torch.zeros_like(mean)
-
-
 class MLPPolicy(DeterministicPolicy):
     """A deterministic actor network on the game's observation: ``a = bound · clip(net(obs), -1, 1)``.
 
@@ -179,14 +168,6 @@ def actor_network(policy: BasePolicy) -> nn.Module:
     return copy.deepcopy(net)
 
 
-class BestResponder(abc.ABC):
-    """Computes a best response to a frozen population model."""
-
-    @abc.abstractmethod
-    def learn(self, population: PopulationModel) -> DeterministicPolicy:
-        """Train (or solve) against ``population``; returns the deterministic best response."""
-
-
 class SB3BestResponder(BestResponder):
     """PPO or SAC best responses on the batched VecEnv, optionally warm-started across iterations."""
 
@@ -205,24 +186,36 @@ class SB3BestResponder(BestResponder):
         lr = self.config.lr
         return (lambda progress: lr * progress) if self.config.lr_decay else lr
 
-    def _build(self, env: VecEnv) -> BaseAlgorithm:
-        model = self._algorithm(env)
+    def _build(self, env: VecEnv, seed: int | None = None) -> BaseAlgorithm:
+        """A fresh SB3 model on ``env``, seeded with ``seed`` (default: the responder's seed).
+
+        SB3 seeds torch, the action space and ``env`` (for its next reset) with this seed.
+        """
+        model = self._algorithm(env, self.seed if seed is None else seed)
         # A silent logger: SB3's default one creates a /tmp/SB3-<date> folder for every model.
         model.set_logger(Logger(folder=None, output_formats=[]))
         return model
 
-    def _algorithm(self, env: VecEnv) -> BaseAlgorithm:
+    def _algorithm(self, env: VecEnv, seed: int) -> BaseAlgorithm:
         c = self.config
         net = [c.hidden] * c.layers
         if c.algorithm == "ppo":
             return PPO("MlpPolicy", env, learning_rate=self._lr(), n_steps=c.n_steps, batch_size=c.batch_size,
                        n_epochs=c.n_epochs, gamma=c.gamma, gae_lambda=c.gae_lambda, clip_range=c.clip_range,
-                       ent_coef=c.ent_coef, seed=self.seed, device=self.device, verbose=0,
+                       ent_coef=c.ent_coef, seed=seed, device=self.device, verbose=0,
                        policy_kwargs={"net_arch": {"pi": net, "vf": net}, "log_std_init": c.log_std_init})
         return SAC("MlpPolicy", env, learning_rate=self._lr(), buffer_size=c.buffer_size,
                    learning_starts=c.learning_starts, batch_size=c.batch_size, gamma=c.gamma,
-                   train_freq=1, gradient_steps=c.gradient_steps, seed=self.seed, device=self.device,
+                   train_freq=1, gradient_steps=c.gradient_steps, seed=seed, device=self.device,
                    verbose=0, policy_kwargs={"net_arch": net})
+
+    def call_seed(self) -> int:
+        """Seed of the next call: ``seed + 1000 · calls`` (its env noise, and a fresh model's initialisation).
+
+        A function of the call count only, so a run resumed with ``calls`` restored replays the same
+        noise, and every call sees noise of its own.
+        """
+        return self.seed + 1000 * self.calls
 
     def _env(self, population: PopulationModel, seed: int) -> VecEnv:
         env = BatchedMeanFieldVecEnv(self.game, population, self.config.num_envs, seed=seed, device=self.device,
@@ -230,10 +223,13 @@ class SB3BestResponder(BestResponder):
         return ScaledReward(env, self.config.reward_scale) if self.config.reward_scale != 1.0 else env
 
     def learn(self, population: PopulationModel) -> MLPPolicy:
-        env = self._env(population, self.seed + 1000 * self.calls)
+        seed = self.call_seed()
+        env = self._env(population, seed)
         steps = self.config.total_steps
         if self.model is None or not self.config.warm_start:
-            self.model = self._build(env)
+            # The model is seeded with the call's seed too: SB3 reseeds the env with the model's
+            # seed, so a model seeded with self.seed replayed the first call's noise on every call.
+            self.model = self._build(env, seed)
         else:
             self.model.set_env(env)       # learn() below resets it: the new population from t = 0
             steps = self.config.warm_steps

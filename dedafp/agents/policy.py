@@ -1,15 +1,21 @@
 """What every policy in dedafp exposes: a diagonal Gaussian over actions given (t, x).
 
 Deterministic policies (best responses) have ``std = 0``. Means are in physical action units and
-actions are clipped to ``[-action_bound, action_bound]`` when played.
+actions are clipped to ``[-action_bound, action_bound]`` when played. The abstract best-response
+types (:class:`DeterministicPolicy`, :class:`BestResponder`) live here too, so that a responder or a
+reader of checkpoints needs neither stable-baselines3 nor any learner: this module imports torch only.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import abc
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from dedafp.population.base import PopulationModel
 
 
 @runtime_checkable
@@ -51,3 +57,26 @@ class ZeroPolicy:
     def distribution(self, t: int, x: Tensor) -> tuple[Tensor, Tensor]:
         zeros = x.new_zeros(x.shape[0], self.action_dim)
         return zeros, zeros
+
+
+class DeterministicPolicy(abc.ABC):
+    """A best response played deterministically: ``std = 0``."""
+
+    action_bound: float
+
+    @abc.abstractmethod
+    def mean_action(self, t: int, x: Tensor) -> Tensor:
+        """Action ``[n, action_dim]`` (physical units) at time ``t`` for states ``x`` ``[n, d]``."""
+
+    def distribution(self, t: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean action and a zero standard deviation, both ``[n, action_dim]``."""
+        mean = self.mean_action(t, x)
+        return mean, torch.zeros_like(mean)
+
+
+class BestResponder(abc.ABC):
+    """Computes a best response to a frozen population model."""
+
+    @abc.abstractmethod
+    def learn(self, population: PopulationModel) -> DeterministicPolicy:
+        """Train (or solve) against ``population``; returns the deterministic best response."""
