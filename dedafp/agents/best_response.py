@@ -31,8 +31,9 @@ from dedafp.population.base import PopulationModel
 __all__ = ["ALGORITHMS", "DEEP_RL", "BestResponder", "BestResponseConfig", "DeterministicPolicy", "MLPPolicy",
            "SB3BestResponder", "ScaledReward", "actor_network"]
 
-ALGORITHMS = ("ppo", "sac", "riccati", "grid")
-#: The deep-RL best responders (stable-baselines3); the others are exact.
+ALGORITHMS = ("ppo", "sac", "riccati", "grid", "pathwise")
+#: The deep-RL best responders (stable-baselines3); riccati and grid are exact, pathwise is
+#: gradient ascent through the simulated game (:mod:`dedafp.agents.pathwise`).
 DEEP_RL = ("ppo", "sac")
 
 
@@ -41,16 +42,19 @@ class BestResponseConfig:
     """How each iteration's best response is computed.
 
     Attributes:
-        algorithm: ``"ppo"``, ``"sac"`` (stable-baselines3), ``"riccati"`` (exact, LQ only) or
-            ``"grid"`` (exact on the reference grid, density games only).
+        algorithm: ``"ppo"``, ``"sac"`` (stable-baselines3), ``"riccati"`` (exact, LQ only),
+            ``"grid"`` (exact on the reference grid, density games only) or ``"pathwise"``
+            (back-propagation of the return through simulated trajectories,
+            :class:`~dedafp.agents.pathwise.PathwiseBestResponder`).
         total_steps: environment steps of the first best response (>= 1).
-        warm_start: continue training the previous best response instead of starting afresh.
+        warm_start: continue training the previous best response instead of starting afresh
+            (PPO, SAC and pathwise).
         warm_steps: environment steps of later best responses when ``warm_start`` (>= 1).
         num_envs: agents stepped together in the batched VecEnv (>= 1).
-        hidden: width of the actor and critic hidden layers (>= 1).
-        layers: number of hidden layers (>= 1).
-        lr: Adam learning rate (> 0).
-        lr_decay: decay the learning rate linearly to 0 over each call.
+        hidden: width of the actor and critic hidden layers (>= 1); also the pathwise policy's.
+        layers: number of hidden layers (>= 1); also the pathwise policy's.
+        lr: Adam learning rate of PPO and SAC (> 0); pathwise has ``pathwise_lr``.
+        lr_decay: decay the learning rate linearly to 0 over each call (PPO, SAC and pathwise).
         gamma: discount (in (0, 1]); 1 is right for the finite-horizon games.
         n_steps: PPO rollout length per env (>= 1).
         batch_size: minibatch size (>= 1).
@@ -65,7 +69,13 @@ class BestResponseConfig:
         exploring_starts: share of the training agents whose episodes start spread over the whole
             domain (``game.exploring_states``) instead of from μ_0, in [0, 1). A best response must be
             good from every state; in the density games the rewarding regions (empty rooms) lie
-            behind doors that agents started in μ_0 rarely find by chance.
+            behind doors that agents started in μ_0 rarely find by chance. Used by PPO, SAC and pathwise.
+        start_times: share of the training agents, in [0, 1], that start their episodes at a time
+            ``t ~ Uniform{0..T-1}`` instead of t = 0, with ``x`` drawn from the frozen population at
+            that t (``population.sample(t, n)``), or from ``game.exploring_states`` for exploring
+            agents (the share applies to both groups); each agent then runs to the horizon. A best
+            response must be good at every (t, x) the average policy visits, not only along paths
+            from μ_0. 0 (the default) keeps every episode from t = 0, exactly as before.
         reward_scale: the learner sees rewards multiplied by this (> 0). Returns of order 10
             make the critic's loss dominate PPO's clipped gradient norm; scaling them down lets
             the actor learn (the best response itself is unchanged by a positive scale).
@@ -75,6 +85,13 @@ class BestResponseConfig:
             (four-rooms, PPO warm-started on a population that moved: return -68 where a stored
             response earns over 100); fictitious play with the better candidate stays a valid
             approximate best-response scheme. Costs one rollout per stored response.
+        pathwise_steps: Adam steps of the first pathwise best response (and of every one without
+            ``warm_start``), integer >= 1. One step simulates ``pathwise_agents`` whole episodes.
+        pathwise_warm_steps: Adam steps of later pathwise best responses with ``warm_start`` (>= 1).
+        pathwise_agents: agents simulated per Adam step (the Monte Carlo batch), integer >= 1.
+        pathwise_lr: Adam learning rate of the pathwise policy (> 0).
+        pathwise_max_grad_norm: the gradient of the mean return (reward units per parameter) is
+            clipped to this Euclidean norm before each Adam step (> 0).
     """
 
     algorithm: str = "ppo"
@@ -100,17 +117,24 @@ class BestResponseConfig:
     reward_scale: float = 0.1
     exploring_starts: float = 0.0
     keep_best: bool = False
+    start_times: float = 0.0
+    pathwise_steps: int = 600
+    pathwise_warm_steps: int = 200
+    pathwise_agents: int = 1024
+    pathwise_lr: float = 3e-3
+    pathwise_max_grad_norm: float = 10.0
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"best_response.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         for name, minimum in (("total_steps", 1), ("warm_steps", 1), ("num_envs", 1), ("hidden", 1),
                               ("layers", 1), ("n_steps", 1), ("batch_size", 1), ("n_epochs", 1),
-                              ("buffer_size", 1), ("learning_starts", 0), ("gradient_steps", 1)):
+                              ("buffer_size", 1), ("learning_starts", 0), ("gradient_steps", 1),
+                              ("pathwise_steps", 1), ("pathwise_warm_steps", 1), ("pathwise_agents", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ValueError(f"best_response.{name} must be an integer >= {minimum}, got {value!r}")
-        for name in ("lr", "clip_range", "reward_scale"):
+        for name in ("lr", "clip_range", "reward_scale", "pathwise_lr", "pathwise_max_grad_norm"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"best_response.{name} must be a finite number > 0, got {value!r}")
@@ -120,6 +144,9 @@ class BestResponseConfig:
             raise ValueError(f"best_response.gae_lambda must be in [0, 1], got {self.gae_lambda}")
         if not 0 <= self.exploring_starts < 1:
             raise ValueError(f"best_response.exploring_starts must be in [0, 1), got {self.exploring_starts}")
+        if (isinstance(self.start_times, bool) or not isinstance(self.start_times, (int, float))
+                or not 0 <= self.start_times <= 1):
+            raise ValueError(f"best_response.start_times must be a number in [0, 1], got {self.start_times!r}")
         if self.ent_coef < 0:
             raise ValueError(f"best_response.ent_coef must be >= 0, got {self.ent_coef}")
 
@@ -219,7 +246,8 @@ class SB3BestResponder(BestResponder):
 
     def _env(self, population: PopulationModel, seed: int) -> VecEnv:
         env = BatchedMeanFieldVecEnv(self.game, population, self.config.num_envs, seed=seed, device=self.device,
-                                     exploring_starts=self.config.exploring_starts)
+                                     exploring_starts=self.config.exploring_starts,
+                                     start_times=self.config.start_times)
         return ScaledReward(env, self.config.reward_scale) if self.config.reward_scale != 1.0 else env
 
     def learn(self, population: PopulationModel) -> MLPPolicy:
@@ -236,3 +264,23 @@ class SB3BestResponder(BestResponder):
         self.model.learn(total_timesteps=steps, reset_num_timesteps=True)
         self.calls += 1
         return MLPPolicy(actor_network(self.model.policy), self.game)
+
+    def state_dict(self) -> dict | None:
+        """What a checkpoint needs to continue warm-started training: policy and optimizer states, calls.
+
+        None before the first call (nothing to continue from).
+        """
+        if self.model is None:
+            return None
+        return {"policy": self.model.policy.state_dict(), "optimizer": self.model.policy.optimizer.state_dict(),
+                "calls": self.calls}
+
+    def load_state_dict(self, state: dict, population: PopulationModel) -> None:
+        """Restore :meth:`state_dict`; the model is rebuilt on an env over ``population``.
+
+        Building a model reseeds torch's global generator: callers restore their RNG states after this.
+        """
+        self.model = self._build(self._env(population, 0))
+        self.model.policy.load_state_dict(state["policy"])
+        self.model.policy.optimizer.load_state_dict(state["optimizer"])
+        self.calls = state["calls"]

@@ -2,10 +2,14 @@
 
 All ``num_envs`` agents are stepped as one tensor operation; the population's statistics are
 computed once per population model (``game.bind``) and the density or mean is queried once per
-vector step for the whole batch. Every agent starts and ends its episode together (the horizon is
-fixed), so an episode end is a same-step auto-reset of the whole batch, with each agent's
-``terminal_observation`` in its info dict, as SB3 expects. Time is part of the observation, so the
-horizon is a *termination* (no bootstrapping past T).
+vector step for the whole batch. By default every agent starts at t = 0 and all end their
+episodes together (the horizon is fixed), so an episode end is a same-step auto-reset of the whole
+batch. With ``start_times > 0`` a share of the agents starts each episode at its own time
+``t ~ Uniform{0..T-1}`` with ``x`` from the frozen population at that t; each agent carries its own
+time, the game's functions receive ``t`` as a tensor ``[n]`` when the agents' times differ, and an
+episode end auto-resets only the agents that reached the horizon, in the same step. Either way each
+ended agent's ``terminal_observation`` is in its info dict, as SB3 expects. Time is part of the
+observation, so the horizon is a *termination* (no bootstrapping past T).
 
 Actions arrive in ``[-1, 1]^action_dim`` and are scaled by the game's ``action_bound``.
 """
@@ -45,24 +49,43 @@ class BatchedMeanFieldVecEnv(VecEnv):
         device: where the states are simulated.
         exploring_starts: share of the agents (the last ones) whose episodes start from
             ``game.exploring_states`` instead of μ_0, so that deep RL sees the whole domain.
+        start_times: share of the agents, in [0, 1], whose episodes start at ``t ~ Uniform{0..T-1}``
+            (redrawn at every episode start) instead of t = 0: in each of the two groups above, the
+            first ``round(start_times · size)`` agents. A late starter's ``x`` is drawn from the frozen
+            population at its time (``population.sample(t, n)``), or from ``game.exploring_states``
+            if it is exploring; a draw of t = 0 starts it like the others (μ_0 or exploring).
+            Its episode runs to the horizon and its ``episode`` info has length ``T - t``.
+
+    Attributes:
+        times: ``[num_envs]`` int64, each agent's current time.
+        start: ``[num_envs]`` int64, the time each agent's current episode started at.
     """
 
     render_mode = None
 
     def __init__(self, game: MeanFieldGame, population: PopulationModel, num_envs: int, seed: int = 0,
-                 device: torch.device | str = "cpu", exploring_starts: float = 0.0) -> None:
+                 device: torch.device | str = "cpu", exploring_starts: float = 0.0, start_times: float = 0.0) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if not 0.0 <= exploring_starts < 1.0:
             raise ValueError(f"exploring_starts must be in [0, 1), got {exploring_starts!r}")
+        if isinstance(start_times, bool) or not isinstance(start_times, (int, float)) or not 0.0 <= start_times <= 1.0:
+            raise ValueError(f"start_times must be a number in [0, 1], got {start_times!r}")
         self.exploring = round(exploring_starts * num_envs)
         self.game = game
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         super().__init__(num_envs, observation_space(game), action_space(game))
+        self.is_exploring = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        self.is_exploring[num_envs - self.exploring:] = True
+        self.is_timed = torch.zeros(num_envs, dtype=torch.bool, device=self.device)
+        for first, size in ((0, num_envs - self.exploring), (num_envs - self.exploring, self.exploring)):
+            self.is_timed[first:first + round(start_times * size)] = True
         self.set_population(population)
-        self.t = 0
-        self.states = self._initial_states()
+        self.times = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self.start = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self.states = torch.zeros(num_envs, game.state_dim, device=self.device)
+        self._start_episodes(torch.ones(num_envs, dtype=torch.bool, device=self.device))
         self.episode_returns = torch.zeros(num_envs, device=self.device)
         self._actions: torch.Tensor | None = None
 
@@ -71,23 +94,50 @@ class BatchedMeanFieldVecEnv(VecEnv):
         self.population = population
         self.field = self.game.bind(population)
 
-    def _initial_states(self) -> torch.Tensor:
-        n, m = self.num_envs, self.exploring
-        states = self.game.initial_states(n - m, self.generator, self.device)
-        if m == 0:
-            return states
-        return torch.cat([states, self.game.exploring_states(m, self.generator, self.device)])
+    def _start_episodes(self, mask: torch.Tensor) -> None:
+        """Draw start times and states of the agents in ``mask`` (bool ``[n]``); the others keep theirs.
+
+        Draws in a fixed order (times, μ_0, exploring states, then the population at each start time),
+        and none for agents without start times, so that ``start_times = 0`` consumes the generator
+        exactly as the batch-synchronous env always did.
+        """
+        game, generator, device = self.game, self.generator, self.device
+        timed = mask & self.is_timed
+        times = torch.zeros(self.num_envs, dtype=torch.long, device=device)
+        count = int(timed.sum())
+        if count:
+            times[timed] = torch.randint(game.horizon, (count,), generator=generator, device=device)
+        late = timed & (times > 0)
+        from_initial = mask & ~late & ~self.is_exploring
+        from_exploring = mask & self.is_exploring
+        states = self.states.clone()
+        states[from_initial] = game.initial_states(int(from_initial.sum()), generator, device)
+        count = int(from_exploring.sum())
+        if count:
+            states[from_exploring] = game.exploring_states(count, generator, device)
+        from_population = late & ~self.is_exploring
+        if bool(from_population.any()):
+            for t in times[from_population].unique().tolist():     # at most T draws, never per agent
+                rows = from_population & (times == t)
+                states[rows] = self.population.sample(t, int(rows.sum()), generator=generator).to(states)
+        self.states = states
+        self.times = torch.where(mask, times, self.times)
+        self.start = torch.where(mask, times, self.start)
+
+    def _time(self) -> int | torch.Tensor:
+        """The agents' time: an int when they all share it (the batch-synchronous case), else ``[n]``."""
+        low, high = int(self.times.min()), int(self.times.max())
+        return low if low == high else self.times
 
     def _observe(self) -> np.ndarray:
-        return self.game.observation(self.t, self.states).cpu().numpy()
+        return self.game.observation(self._time(), self.states).cpu().numpy()
 
     def reset(self) -> np.ndarray:
         if self._seeds[0] is not None:
             self.generator.manual_seed(int(self._seeds[0]))
         self._reset_seeds()
         self._reset_options()
-        self.t = 0
-        self.states = self._initial_states()
+        self._start_episodes(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
         self.episode_returns.zero_()
         return self._observe()
 
@@ -100,24 +150,37 @@ class BatchedMeanFieldVecEnv(VecEnv):
         assert self._actions is not None, "step_async must be called before step_wait"
         a = self._actions * self.game.action_bound
         noise = torch.randn(self.states.shape, generator=self.generator, device=self.device)
-        reward = self.game.reward(self.t, self.states, a, self.field)
-        self.states = self.game.step(self.t, self.states, a, self.field, noise)
-        self.t += 1
-        done = self.t == self.game.horizon
-        if done:
+        t = self._time()
+        reward = self.game.reward(t, self.states, a, self.field)
+        self.states = self.game.step(t, self.states, a, self.field, noise)
+        self.times = self.times + 1
+        done = self.times == self.game.horizon
+        all_done = bool(done.all())
+        if all_done:
             reward = reward + self.game.terminal_reward(self.states, self.field)
+        elif bool(done.any()):
+            reward = reward.clone()
+            reward[done] = reward[done] + self.game.terminal_reward(self.states[done], self.field)
         if not torch.isfinite(reward).all():
-            raise FloatingPointError(f"non-finite reward at t={self.t - 1} in {self.game.name}")
+            raise FloatingPointError(f"non-finite reward at t={(self.times - 1).tolist()} in {self.game.name}")
         self.episode_returns += reward
         rewards = reward.cpu().numpy().astype(np.float32)
-        dones = np.full(self.num_envs, done)
-        if not done:
+        dones = done.cpu().numpy()
+        if not dones.any():
             return self._observe(), rewards, dones, [{} for _ in range(self.num_envs)]
-        terminal = self._observe()
-        returns = self.episode_returns.cpu().numpy()
-        infos = [{"terminal_observation": terminal[i], "TimeLimit.truncated": False,
-                  "episode": {"r": float(returns[i]), "l": self.game.horizon}} for i in range(self.num_envs)]
-        return self.reset(), rewards, dones, infos
+        ended = np.flatnonzero(dones)
+        terminal = self.game.observation(self.game.horizon, self.states[done]).cpu().numpy()
+        returns = self.episode_returns[done].cpu().numpy()
+        lengths = (self.game.horizon - self.start[done]).cpu().numpy()
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        for j, i in enumerate(ended.tolist()):
+            infos[i] = {"terminal_observation": terminal[j], "TimeLimit.truncated": False,
+                        "episode": {"r": float(returns[j]), "l": int(lengths[j])}}
+        if all_done:
+            return self.reset(), rewards, dones, infos
+        self._start_episodes(done)
+        self.episode_returns[done] = 0.0
+        return self._observe(), rewards, dones, infos
 
     def close(self) -> None:
         pass
