@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from dedafp.population.base import PopulationModel
+from dedafp.population.fokker_planck import FokkerPlanckTerm, fokker_planck_residual
 
 BACKENDS = ("nflows", "zuko")
 _EDGE = 1e-3
@@ -51,6 +52,8 @@ class FlowConfig:
         lr: Adam learning rate (> 0), decayed by cosine to 0 within each ``fit`` call.
         mean_samples: antithetic base samples per t for ``mean`` (even, >= 2).
         low / high: optional box bounds of the state (both or neither, length = dim).
+        fp_penalty: weight γ (>= 0) of the Fokker–Planck penalty γ·E[R²] added to the NLL in ``fit``
+            (R of :mod:`dedafp.population.fokker_planck`); 0 = off: ``fit`` is exactly the plain NLL fit.
     """
 
     backend: str = "nflows"
@@ -65,6 +68,7 @@ class FlowConfig:
     mean_samples: int = 8192
     low: tuple[float, ...] | None = None
     high: tuple[float, ...] | None = None
+    fp_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -80,6 +84,9 @@ class FlowConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"flow.{name} must be a finite number > 0, got {value!r}")
+        if not (isinstance(self.fp_penalty, (int, float)) and not isinstance(self.fp_penalty, bool)
+                and math.isfinite(self.fp_penalty) and self.fp_penalty >= 0):
+            raise ValueError(f"flow.fp_penalty must be a finite number >= 0, got {self.fp_penalty!r}")
         if (self.low is None) != (self.high is None):
             raise ValueError("flow.low and flow.high must be given together or not at all")
         if self.low is not None:
@@ -174,6 +181,7 @@ class FlowPopulation(PopulationModel):
         self.chol = torch.eye(dim, device=self._device).repeat(horizon + 1, 1, 1)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         self._mean_cache: Tensor | None = None
+        self.last_fp_residual = float("nan")
 
     @property
     def device(self) -> torch.device:
@@ -234,6 +242,31 @@ class FlowPopulation(PopulationModel):
         z, log_det = self.to_base(x, t)
         return -0.5 * (z**2).sum(-1) - 0.5 * self.dim * math.log(2 * math.pi) + log_det
 
+    def log_prob_continuous(self, x: Tensor, t: Tensor) -> Tensor:
+        """log μ(x | t) ``[n]`` at continuous times ``t`` ``[n]`` (float, in [0, T]), differentiable in x and t.
+
+        The flow's context is read at τ = 2t/T − 1 and the per-time whitening is interpolated linearly
+        between the neighbouring integer times, so this equals :meth:`log_prob` at integer t and
+        ∂_t log μ exists in between (what the Fokker–Planck residual needs).
+        """
+        x = x.to(self._device, torch.float32)
+        t = t.to(self._device, torch.float32)
+        if t.shape != x.shape[:1]:
+            raise ValueError(f"t must have shape [{x.shape[0]}], got {tuple(t.shape)}")
+        if t.numel() and (t.min() < 0 or t.max() > self.horizon):
+            raise ValueError(f"t must be in [0, {self.horizon}]")
+        lower = t.detach().floor().long().clamp(0, max(self.horizon - 1, 0))
+        upper = (lower + 1).clamp(max=self.horizon)
+        w = (t - lower.float())[:, None]
+        centre = (1 - w) * self.centre[lower] + w * self.centre[upper]
+        chol = (1 - w[..., None]) * self.chol[lower] + w[..., None] * self.chol[upper]
+        u, log_det_box = self._to_unbounded(x)
+        y = torch.linalg.solve_triangular(chol, (u - centre).unsqueeze(-1), upper=False).squeeze(-1)
+        log_det_white = -torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+        z, log_det_flow = self.net.forward(y, self._context(t))
+        return -0.5 * (z**2).sum(-1) - 0.5 * self.dim * math.log(2 * math.pi) + log_det_flow + log_det_white \
+            + log_det_box
+
     @torch.no_grad()
     def sample(self, t: int, n: int, generator: torch.Generator | None = None) -> Tensor:
         z = torch.randn(n, self.dim, generator=generator, device=self._device)
@@ -266,7 +299,7 @@ class FlowPopulation(PopulationModel):
     # ---- fitting ------------------------------------------------------------------------------
 
     def fit(self, times: Tensor, states: Tensor, steps: int | None = None, generator: torch.Generator | None = None,
-            refresh_whitening: bool = True) -> float:
+            refresh_whitening: bool = True, fokker_planck: FokkerPlanckTerm | None = None) -> float:
         """Maximum-likelihood fit on samples ``(times[i], states[i])``; warm-starts from the current weights.
 
         Args:
@@ -275,9 +308,13 @@ class FlowPopulation(PopulationModel):
             steps: Adam steps (default ``config.steps``); the learning rate decays to 0 over them.
             generator: for the minibatch draws.
             refresh_whitening: re-estimate the per-time whitening from this data first.
+            fokker_planck: drift and noise of the population's dynamics; required when
+                ``config.fp_penalty > 0`` (then the loss is NLL + fp_penalty · E[R²], R evaluated at the first
+                ``points`` minibatch states at times t + u, u ~ U(−½, ½) clipped to [0, T]), ignored when 0.
 
         Returns:
-            Mean negative log-likelihood (nats per sample) over the last 10% of steps.
+            Mean negative log-likelihood (nats per sample) over the last 10% of steps (the NLL alone);
+            the mean squared residual over those steps is in ``last_fp_residual`` (NaN when off).
         """
         times = times.to(self._device).long()
         states = states.to(self._device, torch.float32)
@@ -288,16 +325,24 @@ class FlowPopulation(PopulationModel):
             raise FloatingPointError("flow training data contains NaN or inf")
         if refresh_whitening:
             self._refresh_whitening(times, states)
+        penalty = self.config.fp_penalty
+        if penalty > 0 and fokker_planck is None:
+            raise ValueError(f"flow.fp_penalty = {penalty} needs the population's drift: pass "
+                             "fit(..., fokker_planck=FokkerPlanckTerm(drift, sigma, dt))")
         steps = self.config.steps if steps is None else steps
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.lr
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, max(steps, 1))
-        losses = []
+        losses, residuals = [], []
         n = states.shape[0]
         for _ in range(steps):
             index = torch.randint(n, (min(self.config.batch_size, n),), generator=generator,
                                   device=self._device)
-            loss = -self.log_prob(states[index], times[index]).mean()
+            loss = nll = -self.log_prob(states[index], times[index]).mean()
+            if penalty > 0:
+                mean_sq = self._fp_mean_square(states[index], times[index], fokker_planck, generator)
+                residuals.append(mean_sq.item())
+                loss = loss + penalty * mean_sq
             if not torch.isfinite(loss):
                 raise FloatingPointError("flow negative log-likelihood became non-finite during fitting")
             self.optimizer.zero_grad(set_to_none=True)
@@ -305,10 +350,20 @@ class FlowPopulation(PopulationModel):
             nn.utils.clip_grad_norm_(self.net.parameters(), 10.0)
             self.optimizer.step()
             schedule.step()
-            losses.append(loss.item())
+            losses.append(nll.item())
         self._mean_cache = None
         tail = losses[-max(1, steps // 10):]
+        self.last_fp_residual = float(np.mean(residuals[-max(1, steps // 10):])) if residuals else float("nan")
         return float(np.mean(tail)) if losses else float("nan")
+
+    def _fp_mean_square(self, states: Tensor, times: Tensor, term: FokkerPlanckTerm,
+                        generator: torch.Generator | None) -> Tensor:
+        """E[R²] at the first ``term.points`` minibatch states, at times jittered by U(−½, ½) within [0, T]."""
+        x, t = states[: term.points], times[: term.points].float()
+        jitter = torch.rand(t.shape, generator=generator, device=self._device) - 0.5
+        t = (t + jitter).clamp(0.0, float(self.horizon))
+        residual = fokker_planck_residual(self.log_prob_continuous, term, x, t, create_graph=True)
+        return (residual**2).mean()
 
     @torch.no_grad()
     def _refresh_whitening(self, times: Tensor, states: Tensor) -> None:
