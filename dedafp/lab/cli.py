@@ -2,9 +2,12 @@
 
     dedafp lab sgm [--sizes N ...] [--seeds S ...] [--gammas γ ...] [--steps K] [--hidden H] [--layers L]
                    [--batch B] [--lr η] [--device cpu|cuda] [--out DIR] [--overwrite]
+    dedafp lab fp  [--games lq1d lq2d] [--particles N ...] [--gammas γ ...] [--seeds S ...] [--steps K]
+                   [--device cpu|cuda] [--out DIR] [--overwrite]
 
 With no options it trains a plain and an HJB-regularised (γ = 0.1) score model on 4,096 points, one
-seed (well under a minute of training on one core), prints the three metrics and where the figures are.
+seed (about a minute on one core), prints the three metrics and where the figures are. ``lab fp`` fits
+the population flow with and without the Fokker–Planck penalty on the LQ games (part 3 of issue 16).
 Wired into ``dedafp`` through :func:`add_parser` and :func:`main`; standalone: ``python -m dedafp.lab.cli sgm``.
 """
 
@@ -43,14 +46,50 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     sgm.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     sgm.add_argument("--out", help="output folder (default runs/lab-sgm-<timestamp>)")
     sgm.add_argument("--overwrite", action="store_true", help="allow writing into a folder that already has results")
+
+    fp = lab_sub.add_parser("fp", help="Fokker-Planck-regularised population flow on lq1d/lq2d vs exact marginals")
+    fp.add_argument("--games", nargs="+", default=["lq1d"], choices=["lq1d", "lq2d"], help="LQ presets")
+    fp.add_argument("--particles", type=int, nargs="+", default=[200], help="simulated particles per time")
+    fp.add_argument("--gammas", type=float, nargs="+", default=[0.0, 0.1], help="fp_penalty values (0 = off)")
+    fp.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds")
+    fp.add_argument("--steps", type=int, default=200, help="flow Adam steps per fit (default 200)")
+    fp.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    fp.add_argument("--out", help="output folder (default runs/lab-fp-<timestamp>)")
+    fp.add_argument("--overwrite", action="store_true", help="allow writing into a folder that already has results")
     lab.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the ``lab`` subcommand parsed by :func:`add_parser`; returns the exit status."""
-    if args.lab_command != "sgm":
-        raise ValueError(f"unknown lab command {args.lab_command!r}")
-    return _sgm(args)
+    if args.lab_command == "sgm":
+        return _sgm(args)
+    if args.lab_command == "fp":
+        return _fp(args)
+    raise ValueError(f"unknown lab command {args.lab_command!r}")
+
+
+def _fp(args: argparse.Namespace) -> int:
+    from dedafp.lab.fp_study import FPStudyConfig, run_fp_study
+    from dedafp.population.flow import FlowConfig
+
+    torch.set_num_threads(getattr(args, "threads", 1) or 1)
+    config = FPStudyConfig(games=tuple(args.games), particles=tuple(args.particles), gammas=tuple(args.gammas),
+                           seeds=tuple(args.seeds), flow=FlowConfig(steps=args.steps))
+    out = Path(args.out) if args.out else Path("runs") / f"lab-fp-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (out / "fp_summary.json").exists() and not args.overwrite:
+        raise FileExistsError(f"{out} already holds results (fp_summary.json); pass --overwrite or another --out")
+    print(f"lab fp: games {list(config.games)}, particles/time {list(config.particles)}, γ {list(config.gammas)}, "
+          f"seeds {list(config.seeds)}, {args.steps} flow steps -> {out}", flush=True)
+    summary = run_fp_study(config, out, args.device, progress=lambda line: print("  " + line, flush=True))
+    print(f"{'game':>5} {'n/t':>5} {'γ':>6} {'W2 flow (mean over t)':>24} {'W2 empirical Gaussian':>22} "
+          f"{'E[R²]':>18} {'ms/step':>8}")
+    for r in summary["table"]:
+        print(f"{r['game']:>5} {r['particles']:>5} {r['gamma']:>6.3g} {r['w2_flow_mean']:>14.4f} ± "
+              f"{r['w2_flow_sd']:<7.4f} {r['w2_empirical_gaussian_mean']:>13.4f} ± "
+              f"{r['w2_empirical_gaussian_sd']:<6.4f}"
+              f" {r['fp_residual_mean']:>9.3g} ± {r['fp_residual_sd']:<6.2g} {r['ms_per_step_mean']:>8.1f}")
+    print(f"written: {out}/fp_table.csv, {out}/fp_runs.csv, {out}/fp_summary.json")
+    return 0
 
 
 def _sgm(args: argparse.Namespace) -> int:
