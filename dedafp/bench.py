@@ -22,7 +22,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv  # noqa: E402
 
 from dedafp.envs.gym_env import MeanFieldEnv  # noqa: E402
 from dedafp.envs.vec_env import BatchedMeanFieldVecEnv  # noqa: E402
-from dedafp.games import make_game  # noqa: E402
+from dedafp.envs.registry import make_game  # noqa: E402
 from dedafp.population.flow import FlowConfig, FlowPopulation  # noqa: E402
 
 

@@ -40,8 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from dedafp.config import ALGORITHMS
-from dedafp.games import GAMES
+from dedafp.envs.registry import game_spec, registered_games
 from dedafp.run import latest_checkpoint, read_metrics
 from dedafp.sweep import RunOutcome, SweepPlan, _mean_sd, _pm, exploitability_key, parse_grid, plan_sweep, run_sweep
 
@@ -50,8 +49,8 @@ if TYPE_CHECKING:
     from dedafp.reference.grid import GridMFG
 
 BEST_RESPONSES = ("exact", "ppo")
-#: The exact best responder of each game.
-EXACT_RESPONDERS = {"lq1d": "riccati", "lq2d": "riccati", "four_rooms": "grid", "beach_bar": "grid"}
+#: The paper's three algorithms, compared side by side.
+ALGORITHMS = ("dedafp", "algo1", "algo2")
 #: ``time/<phase>`` columns of metrics.csv; "bc" includes the best response's buffer rollout.
 PHASES = ("best_response", "bc", "rollout", "flow", "evaluation")
 PHASE_LABELS = {"best_response": "best response", "bc": "buffer + BC", "rollout": "rollout",
@@ -69,9 +68,14 @@ _OWN_KEYS = {"algorithm": "bench compare runs all three", "best_response.algorit
 _COLOURS = {"dedafp": "C0", "algo1": "C1", "algo2": "C2"}
 
 
+def comparable_games() -> tuple[str, ...]:
+    """The registered games with an exact best responder (and so an exact or grid reference to compare on)."""
+    return tuple(name for name in registered_games() if game_spec(name).exact_responder is not None)
+
+
 def is_lq(env: str) -> bool:
-    """Whether ``env`` is an LQ game (exact reference) rather than a density game (grid reference)."""
-    return env.startswith("lq")
+    """Whether ``env`` has the exact LQ reference (Riccati) rather than a grid reference."""
+    return game_spec(env).exact_responder == "riccati"
 
 
 def density_metrics(env: str) -> tuple[tuple[str, str], ...]:
@@ -84,7 +88,7 @@ class CompareConfig:
     """What to compare.
 
     Attributes:
-        envs: games, each one of :data:`dedafp.games.GAMES` (at least one, no repeats).
+        envs: games, each one of :func:`comparable_games` (at least one, no repeats).
         seeds: ``"A..B"`` (inclusive) or ``"k1,k2,..."``, the same for every algorithm.
         iterations: fictitious-play iterations K of every run (>= 1), or None for each game's default.
         best_response: ``"exact"`` (Riccati on LQ, grid backward induction on the density games) or
@@ -106,11 +110,12 @@ class CompareConfig:
     out: Path = Path("results/compare")
 
     def __post_init__(self) -> None:
+        games = comparable_games()
         if not self.envs:
-            raise ValueError(f"envs must name at least one game of {GAMES}")
-        unknown = [env for env in self.envs if env not in GAMES]
+            raise ValueError(f"envs must name at least one game of {games}")
+        unknown = [env for env in self.envs if env not in games]
         if unknown:
-            raise ValueError(f"envs must be games of {GAMES}, got {unknown}")
+            raise ValueError(f"envs must be games with an exact reference, {games}; got {unknown}")
         if len(set(self.envs)) != len(self.envs):
             raise ValueError(f"envs must be distinct, got {list(self.envs)}")
         if self.best_response not in BEST_RESPONSES:
@@ -127,7 +132,7 @@ class CompareConfig:
 
     def responder(self, env: str) -> str:
         """The ``best_response.algorithm`` of ``env``'s runs."""
-        return EXACT_RESPONDERS[env] if self.best_response == "exact" else "ppo"
+        return game_spec(env).exact_responder if self.best_response == "exact" else "ppo"
 
     def plan(self, env: str) -> SweepPlan:
         """``env``'s sweep over the three algorithms (validated: a bad setting fails before any run)."""
@@ -345,9 +350,9 @@ def save_env_result(result: EnvResult, out: Path) -> Path:
 
 
 def load_env_results(out: Path) -> list[EnvResult]:
-    """Every ``OUT/<env>.json``, in the order of :data:`GAMES`."""
+    """Every ``OUT/<env>.json``, in the order of :func:`comparable_games`."""
     results = []
-    for env in GAMES:
+    for env in comparable_games():
         path = out / f"{env}.json"
         if path.exists():
             data = json.loads(path.read_text())
@@ -574,7 +579,7 @@ def _reference_grid(env: str, plan: SweepPlan) -> GridMFG | None:
     """The density game's reference grid (episode mixtures, exact fictitious play), or None for the LQ games."""
     if is_lq(env):
         return None
-    from dedafp.games import make_game
+    from dedafp.envs.registry import make_game
     from dedafp.reference.grid import build_grid, default_grid_config
     config = plan.config(plan.configurations[0], plan.seeds[0])
     return build_grid(make_game(env, config.game), default_grid_config(env))

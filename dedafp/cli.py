@@ -1,7 +1,10 @@
 """The ``dedafp`` command line: train, evaluate, plot, bench (and the solver families' commands).
 
-    dedafp train ENV [--algorithm dedafp|algo1|algo2] [--iterations K] [--seed S] [--config FILE]
-                     [--set key=value ...] [--device cpu|cuda] [--out DIR]
+    dedafp train GAME [--algorithm dedafp|algo1|algo2|...] [--iterations K] [--seed S] [--config FILE]
+                      [--set key=value ...] [--device cpu|cuda] [--out DIR] [--tensorboard]
+                 (GAME: a registered name, path/to/game.py[:ATTR] or module:ATTR)
+    dedafp games                                        # registered games and algorithms
+    dedafp check-game GAME [--set key=value ...]        # the game contract, one line per violation
     dedafp train --resume RUN [--iterations K]
     dedafp evaluate RUN [--agents N]
     dedafp plot RUN
@@ -29,13 +32,17 @@ import torch
 import yaml
 
 from dedafp.agents.best_response import DEEP_RL, BestResponseConfig
-from dedafp.config import ALGORITHMS, RunConfig, load_config
-from dedafp.games import GAMES
+from dedafp.common.threads import configure_threads
+from dedafp.config import RunConfig, load_config
+from dedafp.envs.registry import game_spec, registered_games
+
+#: Training metrics the progress table shows after the game's own columns (GameSpec.progress_columns).
+TRAINING_COLUMNS = ("br/return", "bc/nll", "flow/nll", "time/iteration")
 
 
 def _threads(args: argparse.Namespace) -> None:
     # One thread was fastest on 2-core machines (perf-notes.md); --threads overrides.
-    torch.set_num_threads(getattr(args, "threads", 1) or 1)
+    configure_threads(getattr(args, "threads", None) or 1)
 
 
 def _format(value: float) -> str:
@@ -60,7 +67,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             config = config.with_overrides([f"fp.iterations={args.iterations}"])
     else:
         if args.env is None:
-            console.print(f"[red]error:[/red] give a game ({', '.join(GAMES)}) or --resume RUN")
+            console.print(f"[red]error:[/red] give a game ({', '.join(registered_games())}, a game file "
+                          f"or module:ATTR) or --resume RUN")
             return 2
         overrides = list(args.set or [])
         if args.iterations is not None:
@@ -71,27 +79,34 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.algorithm is not None:
             extra["algorithm"] = args.algorithm
         config = load_config(args.env, args.config, overrides, **extra)
-        run_dir = Path(args.out) if args.out else Path("runs") / f"{args.env}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stem = game_spec(args.env).name
+        run_dir = Path(args.out) if args.out else Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
-    if config.env.startswith("lq"):
-        columns = ("fp/exploitability", "fp/exploitability_se", "br/return", "bc/nll", "flow/nll",
-                   "theory/br_shortfall", "theory/bc_error", "theory/flow_w2", "time/iteration")
-    else:
-        columns = ("fp/grid_exploitability", "ref/tv_max", "ref/region_error_max", "ref/misplaced_max",
-                   "br/return", "bc/nll", "flow/nll", "time/iteration")
+    spec = game_spec(config.env)
+    columns = tuple(spec.progress_columns) + TRAINING_COLUMNS
+    labels = [("seconds" if c == "time/iteration" else c) for c in columns]
+    widths = [max(10, len(label)) for label in labels]
     density = f"flow {config.flow.backend}" if config.algorithm == "dedafp" else f"KDE {config.fp.kde_bandwidth}"
     console.print(f"[bold]dedafp train[/bold] {config.env} ({config.algorithm}): {config.fp.iterations} iterations, "
                   f"best response {config.best_response.algorithm}, {density}, "
                   f"device {config.device} -> {run_dir}")
-    console.print("  k  " + "  ".join(f"{c.split('/')[1]:>14}" for c in columns))
+    console.print("  k  " + "  ".join(f"{label:>{w}}" for label, w in zip(labels, widths)))
+    status = console.status("iteration 0: population")
 
     def show(record) -> None:
-        cells = [f"{_format(record.metrics[c]):>14}" if c in record.metrics else f"{'-':>14}" for c in columns]
+        cells = [f"{_format(record.metrics[c]) if c in record.metrics else '-':>{w}}" for c, w in zip(columns, widths)]
         console.print(f"{record.iteration:>3}  " + "  ".join(cells))
+        done[0] = record.iteration + 1
+
+    done = [0]
+
+    def phase(name: str) -> None:
+        status.update(f"iteration {done[0]}: {name}")
 
     started = time.time()
-    with console.status("training (best response, behavioural cloning, flow)..."):
-        run = train(config, run_dir, resume=bool(args.resume), callback=show)
+    with status:
+        run = train(config, run_dir, resume=bool(args.resume), callback=show, progress=phase,
+                    tensorboard=args.tensorboard)
     figures = plot_run(run)
     console.print(f"done in {time.time() - started:.0f} s this session. Results: {run_dir}/metrics.csv, "
                   f"{run_dir}/summary.json; figures:")
@@ -101,10 +116,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from dedafp.evaluation import deep_rl_exploitability
-    from dedafp.fictitious_play import FictitiousPlay
-    from dedafp.games import make_evaluator
-    from dedafp.run import CHECKPOINTS, load_run, write_metrics
+    from dedafp.algorithms import IterationRecord
+    from dedafp.evaluation import make_evaluator
+    from dedafp.evaluation.deep_rl import deep_rl_exploitability
+    from dedafp.run import load_run, write_metrics
 
     _threads(args)
     run = load_run(args.run)
@@ -115,13 +130,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 2
     records = []
     if args.all_iterations:
-        from dedafp.fictitious_play import IterationRecord
-        for path in sorted((run.path / CHECKPOINTS).glob("iter_*.pt")):
-            loop = FictitiousPlay(run.config)
-            loop.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
-            metrics = evaluator.evaluate(loop.completed, loop.average_policy, loop.population, [], None)
-            records.append(IterationRecord(loop.completed, metrics))
-            print(f"iteration {loop.completed:>3}: " + ", ".join(f"{k} {_format(v)}" for k, v in metrics.items()))
+        if evaluator is None:
+            print(f"error: {run.config.env} has no reference evaluator to score its checkpoints", file=sys.stderr)
+            return 2
+        for path in run.checkpoints():
+            algorithm = run.load_algorithm(path)
+            metrics = evaluator.evaluate(algorithm.completed, algorithm.average_policy, algorithm.population, [],
+                                         None)
+            records.append(IterationRecord(algorithm.completed, metrics))
+            print(f"iteration {algorithm.completed:>3}: " + ", ".join(f"{k} {_format(v)}" for k, v in metrics.items()))
         write_metrics(records, run.path / "evaluation.csv")
         print(f"written to {run.path / 'evaluation.csv'}")
         return 0
@@ -265,21 +282,51 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_games(args: argparse.Namespace) -> int:
+    from dedafp.algorithms import registered_algorithms
+
+    for name in registered_games():
+        spec = game_spec(name)
+        extras = [f"reference {'yes' if spec.evaluator else 'no'}", f"exact responder {spec.exact_responder or '-'}",
+                  f"N-player {spec.coupling or '-'}"] + ([spec.gym_id] if spec.gym_id else [])
+        print(f"{name:12s} {spec.description}  [{', '.join(extras)}]")
+    print("algorithms: " + ", ".join(registered_algorithms()))
+    return 0
+
+
+def cmd_check_game(args: argparse.Namespace) -> int:
+    from dedafp.envs.contract import check_game
+
+    _threads(args)
+    overrides = {}
+    for assignment in args.set:
+        key, sep, raw = assignment.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {assignment!r}")
+        overrides[key.removeprefix("game.")] = yaml.safe_load(raw)
+    report = check_game(args.env, overrides, agents=args.agents)
+    for line in report.lines():
+        print(line)
+    return 0 if report.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dedafp", description="Mean-field equilibria with deep RL (DEDA-FP).")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest on 2 cores)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train DEDA-FP on a game; writes a run folder")
-    train.add_argument("env", nargs="?", choices=GAMES, help="game to solve")
+    train.add_argument("env", nargs="?", metavar="GAME",
+                       help="game: a registered name (dedafp games), path/to/game.py[:ATTR] or module:ATTR")
     train.add_argument("--iterations", type=int, help="fictitious-play iterations K (default from config)")
     train.add_argument("--seed", type=int)
     train.add_argument("--config", help="YAML file with config sections (fp, best_response, ...)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config field, e.g. best_response.total_steps=100000 (repeatable)")
     train.add_argument("--device", choices=["cpu", "cuda"])
-    train.add_argument("--algorithm", choices=list(ALGORITHMS),
-                       help="dedafp (default), or the paper's baselines algo1 / algo2 (kernel density)")
+    train.add_argument("--algorithm", help="a registered algorithm: dedafp (default), the paper's baselines "
+                                            "algo1 / algo2 (kernel density), ... (dedafp games lists them)")
+    train.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars under RUN/tensorboard")
     train.add_argument("--out", help="run folder (default runs/<env>-<timestamp>)")
     train.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
     train.set_defaults(func=cmd_train)
@@ -303,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks (ratios measured in one run; figures under results/)")
     bench.add_argument("what", choices=["env", "flows", "sampling", "dimensions", "compare"])
-    bench.add_argument("--env", default="lq2d", choices=GAMES)
+    bench.add_argument("--env", default="lq2d", help="env: the game")
     bench.add_argument("--agents", type=int, nargs="+", default=[1, 8, 64, 256])
     bench.add_argument("--steps", type=int, default=20_000, help="env steps per measurement")
     bench.add_argument("--repeats", type=int, help="repeated measurements (default 5; sampling: 3)")
@@ -324,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=cmd_bench)
 
     sweep = sub.add_parser("sweep", help="train a grid of configurations x seeds; summary table and curves")
-    sweep.add_argument("env", choices=GAMES, help="game to solve")
+    sweep.add_argument("env", metavar="GAME", help="game: a registered name, path/to/game.py or module:ATTR")
     sweep.add_argument("--seeds", required=True, help="inclusive range A..B, or a comma list such as 0,3,7")
     sweep.add_argument("--set", action="append", metavar="KEY=V1,V2",
                        help="a config field and its values, swept as a cartesian product (repeatable)")
@@ -356,6 +403,15 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--repeats", default="2", help="throughput study: measurements per row")
     simulate.add_argument("--out", help="folder for simulate.json (studies: default results/simulate)")
     simulate.set_defaults(func=cmd_simulate)
+
+    games = sub.add_parser("games", help="list the registered games and algorithms")
+    games.set_defaults(func=cmd_games)
+
+    check = sub.add_parser("check-game", help="run the game contract on a game; one line per violation")
+    check.add_argument("env", metavar="GAME", help="a registered name, path/to/game.py[:ATTR] or module:ATTR")
+    check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a game parameter")
+    check.add_argument("--agents", type=int, default=64, help="agents of the batched checks")
+    check.set_defaults(func=cmd_check_game)
 
     from dedafp.mfgan.cli import add_parsers as add_mfgan_parsers
     from dedafp.reference.cli import add_parsers as add_reference_parsers

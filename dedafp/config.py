@@ -1,8 +1,9 @@
 """Run configuration: one frozen dataclass per component, composed into :class:`RunConfig`.
 
-A run is configured by a game name, optional YAML file and ``--set section.field=value``
-overrides (values parsed as YAML: ``--set game.x_target=[1,0]``). Unknown keys fail with the list
-of allowed ones; every component validates its own fields on construction.
+A run is configured by a game (a registered name or a reference to user code: ``my_game.py``,
+``package.module:SPEC``), an optional YAML file and ``--set section.field=value`` overrides (values
+parsed as YAML: ``--set game.x_target=[1,0]``). Unknown keys fail with the list of allowed ones;
+every component validates its own fields on construction.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import yaml
 
 from dedafp.agents.average_policy import AveragePolicyConfig
 from dedafp.agents.best_response import BestResponseConfig
-from dedafp.games import GAME_DEFAULTS, GAMES
+from dedafp.envs.registry import game_spec, is_reference, registered_games
 from dedafp.population.flow import FlowConfig
 from dedafp.population.particles import BANDWIDTH_RULES
 
@@ -61,17 +62,16 @@ class FictitiousPlayConfig:
             raise ValueError("fp.eval_agents must be 0 (no evaluation) or >= 2, got 1")
 
 
-ALGORITHMS = ("dedafp", "algo1", "algo2")
-
-
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a training run needs. ``game`` holds overrides of the preset's parameters.
+    """Everything a training run needs. ``game`` holds overrides of the game's parameters.
 
-    ``algorithm`` selects DEDA-FP or one of the paper's baselines, which share every other part:
-    ``algo1`` keeps every best response (each simulated agent follows one for its whole episode,
-    no behavioural cloning) and ``algo2`` keeps the behaviour-cloned average; both estimate the
-    density with a Gaussian kernel over the simulated agents instead of the flow.
+    ``env`` is a registered game name or a game reference (``path/to/game.py``, ``module:SPEC``).
+    ``algorithm`` names a registered algorithm (:mod:`dedafp.algorithms`): ``dedafp`` or one of the
+    paper's baselines, which share every other part: ``algo1`` keeps every best response (each
+    simulated agent follows one for its whole episode, no behavioural cloning) and ``algo2`` keeps
+    the behaviour-cloned average; both estimate the density with a Gaussian kernel over the
+    simulated agents instead of the flow.
     """
 
     env: str = "lq2d"
@@ -85,11 +85,13 @@ class RunConfig:
     flow: FlowConfig = field(default_factory=FlowConfig)
 
     def __post_init__(self) -> None:
-        if self.env not in GAMES:
-            raise ValueError(f"env must be one of {GAMES}, got {self.env!r}")
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
+        if not isinstance(self.env, str) or not (self.env in registered_games() or is_reference(self.env)):
+            raise ValueError(f"env must be a registered game ({', '.join(registered_games())}) or a game file "
+                             f"(path/to/game.py) or module:attribute, got {self.env!r}")
+        from dedafp.algorithms import registered_algorithms   # here: the algorithms import this module
+        if self.algorithm not in registered_algorithms():
+            raise ValueError(f"algorithm must be one of {registered_algorithms()}, got {self.algorithm!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if not (self.device in ("cpu", "cuda") or str(self.device).startswith("cuda:")):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
@@ -172,10 +174,8 @@ def _plain(value: Any) -> Any:
 
 def load_config(env: str, path: str | Path | None = None, overrides: list[str] | None = None,
                 **fields: Any) -> RunConfig:
-    """The run config of ``env``: defaults, then a YAML file, then ``--set`` overrides, then ``fields``."""
-    if env not in GAMES:
-        raise ValueError(f"env must be one of {GAMES}, got {env!r}")
-    data: dict[str, Any] = {"env": env, **{k: dict(v) for k, v in GAME_DEFAULTS.get(env, {}).items()}}
+    """The run config of game ``env``: the game's defaults, a YAML file, ``--set`` overrides, then ``fields``."""
+    data: dict[str, Any] = {"env": env, **{k: dict(v) for k, v in game_spec(env).defaults.items()}}
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(loaded, dict):

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from dedafp.envs.lq import LQGame  # noqa: E402
+from dedafp.envs.registry import spec_of  # noqa: E402
 from dedafp.reference import lq  # noqa: E402
 from dedafp.rollout import rollout  # noqa: E402
 from dedafp.run import Run, read_metrics_file  # noqa: E402
@@ -169,14 +170,14 @@ def plot_run(run: Run) -> list[Path]:
         for name, plot in (("moments.png", plot_lq_moments), ("densities.png", plot_lq_densities)):
             plot(run, out / name)
             written.append(out / name)
-    elif run.game.name in ("four_rooms", "beach_bar"):
+    elif spec_of(run.game) is not None and spec_of(run.game).grid is not None:
         written += plot_density_game(run, out)
     return written
 
 
 def plot_density_game(run: Run, out: Path) -> list[Path]:
     """Learned population against the grid reference: density maps (or curves), mass per region, a GIF."""
-    from dedafp.evaluation import GridEvaluator
+    from dedafp.evaluation.grid import GridEvaluator
     from dedafp.reference.grid import GridPopulation
     from dedafp.reference.grid_scoring import region_masses
 

@@ -48,7 +48,7 @@ from dedafp.agents.average_policy import AveragePolicy
 from dedafp.agents.policy import Policy, act
 from dedafp.distributed import check_address, check_backend, check_workers, ray_session
 from dedafp.envs.base import MeanFieldGame
-from dedafp.envs.lq import LQGame
+from dedafp.envs.registry import spec_of
 from dedafp.population.particles import BANDWIDTH_RULES, bandwidth_factor
 
 COUPLINGS = ("mean", "density")
@@ -189,16 +189,17 @@ def shard_seed(seed: int, shard: int) -> int:
 
 
 def coupling_of(game: MeanFieldGame) -> str:
-    """How agents interact in ``game``: ``mean`` (LQ: the others' mean) or ``density`` (a log-density reward)."""
-    if isinstance(game, LQGame):
-        return "mean"
-    if callable(getattr(game, "reward_given_log_density", None)):
-        return "density"
-    raise ValueError(f"the N-player game of {game.name!r} is not defined: simulate knows the LQ games (mean) and "
-                     f"games with reward_given_log_density (four_rooms, beach_bar)")
+    """How agents interact in ``game`` (its spec's ``coupling``): ``mean`` (the others' mean) or ``density``
+    (a log-density reward, through ``reward_given_log_density``)."""
+    spec = spec_of(game)
+    coupling = None if spec is None else spec.coupling
+    if coupling is None:
+        raise ValueError(f"the N-player game of {game.name!r} is not defined: its GameSpec declares no coupling "
+                         f"(one of {COUPLINGS})")
+    if coupling == "density" and not callable(getattr(game, "reward_given_log_density", None)):
+        raise ValueError(f"{game.name!r} declares coupling 'density' but has no reward_given_log_density(x, a, log_mu)")
+    return coupling
 
-
-# ---- the policy, fast -------------------------------------------------------------------------------
 
 def _logistic_network(net: nn.Sequential) -> nn.Sequential | None:
     """The same function as a Linear/Tanh MLP with logistic hidden units, or None for another architecture.

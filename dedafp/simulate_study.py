@@ -259,7 +259,7 @@ def best_response_deviator(run: Run, seed: int = 0) -> tuple[Policy, dict[str, A
     """
     game, policy = run.game, run.average_policy
     if isinstance(game, LQGame):
-        from dedafp.agents.riccati import AffineTorchPolicy
+        from dedafp.reference.riccati_responder import AffineTorchPolicy
         from dedafp.reference import lq
         evaluation = lq.monte_carlo_exploitability(game.config, policy.distribution, 100_000, seed=seed)
         exploitability = evaluation.exploitability

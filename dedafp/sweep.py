@@ -185,8 +185,11 @@ def plan_sweep(env: str, seeds: str | list[int] | tuple[int, ...], assignments: 
 
 
 def exploitability_key(env: str) -> str:
-    """The metric that measures exploitability: exact for the LQ games, on the reference grid otherwise."""
-    return "fp/exploitability" if env.startswith("lq") else "fp/grid_exploitability"
+    """The metric that ranks runs: the game's first progress column (its reference's exploitability),
+    else the best response's return."""
+    from dedafp.envs.registry import game_spec
+    columns = game_spec(env).progress_columns
+    return columns[0] if columns else "br/return"
 
 
 def _same_config(run_dir: Path, config: RunConfig) -> bool:

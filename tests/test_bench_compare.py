@@ -8,13 +8,13 @@ import pytest
 import torch
 from test_beach_bar import Triangle  # μ_t(x) = 2x on [0, 1]
 
-from dedafp.agents.grid_response import GridBestResponder, GridPolicy
+from dedafp.reference.grid_responder import GridBestResponder, GridPolicy
 from dedafp.agents.mixture import MixturePolicy
 from dedafp.agents.policy import act
 from dedafp.bench_compare import CompareConfig, episode_mixture_exploitability, grid_fictitious_play, load_env_results
 from dedafp.cli import main
 from dedafp.envs.beach_bar import BeachBarGame
-from dedafp.evaluation import GridEvaluator
+from dedafp.evaluation.grid import GridEvaluator
 from dedafp.reference.grid_scoring import score_mixture, score_policy
 
 # Runs of a few seconds: exact Riccati best responses, tiny behavioural cloning and flow.
@@ -24,7 +24,7 @@ TINY = ("fp.br_agents=200", "fp.population_agents=2000", "fp.eval_agents=2000", 
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"envs": ("lq3d",)}, r"envs must be games of .*got \['lq3d'\]"),
+    ({"envs": ("lq3d",)}, r"envs must be games with an exact reference.*got \['lq3d'\]"),
     ({"envs": ()}, "at least one game"),
     ({"envs": ("lq1d", "lq1d")}, "distinct"),
     ({"best_response": "sac"}, r"best_response must be one of \('exact', 'ppo'\), got 'sac'"),
@@ -42,7 +42,7 @@ def test_bad_settings_fail_clearly(kwargs, message):
 def test_cli_reports_bad_values_in_one_line_before_any_run(tmp_path, capsys):
     base = ["bench", "compare", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
     assert main([*base, "--envs", "lq2d", "fourrooms"]) == 2
-    assert "envs must be games of" in capsys.readouterr().err
+    assert "envs must be games with an exact reference" in capsys.readouterr().err
     assert main([*base, "--best-response", "riccati"]) == 2
     assert capsys.readouterr().err.strip() == "error: best_response must be one of ('exact', 'ppo'), got 'riccati'"
     assert main([*base, "--envs", "lq1d", "four_rooms", "--set", "fp.br_agnts=5"]) == 2    # a bad key of any game

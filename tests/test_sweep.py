@@ -67,7 +67,7 @@ def test_a_key_set_twice_fails_clearly():
 
 
 @pytest.mark.parametrize("env, assignment, message", [
-    ("lq3d", "fp.iterations=1", "env must be one of"),
+    ("lq3d", "fp.iterations=1", "unknown game .lq3d."),
     ("lq1d", "fp.iteration=1,2", r"unknown key\(s\) \['iteration'\] in section 'fp'"),
     ("lq1d", "best_response.algorithm=riccati,dqn", "best_response.algorithm must be one of"),
     ("lq1d", "nonsense.x=1", "unknown config section"),

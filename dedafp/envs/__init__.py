@@ -1,18 +1,13 @@
-"""Gymnasium environments of dedafp: one game per module, plus generic single and batched adapters.
+"""Games of dedafp: one game per module, each registering its :class:`GameSpec`, plus generic adapters.
 
-Importing this package registers ``dedafp/LQ-v0``, ``dedafp/FourRooms-v0`` and ``dedafp/BeachBar-v0``.
+Importing this package registers the built-in games (``lq1d``, ``lq2d``, ``four_rooms``,
+``beach_bar``) and their Gymnasium ids ``dedafp/LQ-v0``, ``dedafp/FourRooms-v0``, ``dedafp/BeachBar-v0``.
 """
 
-import gymnasium
-
+from dedafp.envs import beach_bar, four_rooms, lq  # noqa: F401  (each module registers its game)
 from dedafp.envs.base import MeanFieldGame
 from dedafp.envs.lq import LQConfig, LQGame, lq_preset
+from dedafp.envs.registry import GameSpec, game_spec, make_game, register_game, registered_games, resolve_game
 
-__all__ = ["MeanFieldGame", "LQConfig", "LQGame", "lq_preset"]
-
-for _id, _entry in (("dedafp/LQ-v0", "dedafp.envs.lq:make_lq_env"),
-                    ("dedafp/FourRooms-v0", "dedafp.envs.gym_env:make_density_env"),
-                    ("dedafp/BeachBar-v0", "dedafp.envs.gym_env:make_density_env")):
-    if _id not in gymnasium.registry:
-        kwargs = {} if "LQ" in _id else {"game": "four_rooms" if "FourRooms" in _id else "beach_bar"}
-        gymnasium.register(id=_id, entry_point=_entry, kwargs=kwargs)
+__all__ = ["MeanFieldGame", "LQConfig", "LQGame", "lq_preset", "GameSpec", "game_spec", "make_game",
+           "register_game", "registered_games", "resolve_game"]

@@ -12,7 +12,10 @@ Conventions (every game):
     * randomness enters only through an explicit standard-normal ``noise`` of shape
       ``[n, state_dim]``, so that two implementations can be compared step for step;
     * what the dynamics and rewards need from the population is computed once per frozen
-      population model by :meth:`MeanFieldGame.bind` (e.g. the LQ game's mean flow), not per agent.
+      population model by :meth:`MeanFieldGame.bind` (e.g. the LQ game's mean flow), not per agent;
+    * the state space is a :class:`Domain`: all of R^d, a box (walls inside it are the game's
+      business: ``in_free_space``), or a periodic box (the circle, the torus), on which
+      :meth:`MeanFieldGame.step` returns wrapped states.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,8 +32,65 @@ from torch import Tensor
 from dedafp.population.base import PopulationModel
 
 
+DOMAIN_KINDS = ("euclidean", "box", "periodic")
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Where states live: ``euclidean`` (R^d), ``box`` ([low, high]) or ``periodic`` ([low, high) wrapped).
+
+    Attributes:
+        kind: one of :data:`DOMAIN_KINDS`.
+        low / high: per-coordinate bounds (None for ``euclidean``); ``low < high``.
+    """
+
+    kind: str = "euclidean"
+    low: tuple[float, ...] | None = None
+    high: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in DOMAIN_KINDS:
+            raise ValueError(f"domain kind must be one of {DOMAIN_KINDS}, got {self.kind!r}")
+        if self.kind == "euclidean":
+            if self.low is not None or self.high is not None:
+                raise ValueError("a euclidean domain has no bounds (low = high = None)")
+            return
+        if self.low is None or self.high is None or len(self.low) != len(self.high):
+            raise ValueError(f"a {self.kind} domain needs low and high of one length, got {self.low}, {self.high}")
+        if any(not lo < hi for lo, hi in zip(self.low, self.high)):
+            raise ValueError(f"domain low must be < high in every coordinate, got {self.low}, {self.high}")
+
+    @classmethod
+    def box(cls, low: tuple[float, ...], high: tuple[float, ...]) -> Domain:
+        return cls("box", tuple(map(float, low)), tuple(map(float, high)))
+
+    @classmethod
+    def periodic(cls, low: tuple[float, ...], high: tuple[float, ...]) -> Domain:
+        return cls("periodic", tuple(map(float, low)), tuple(map(float, high)))
+
+    def contains(self, x: Tensor) -> Tensor:
+        """Bool ``[n]``: the state lies in the domain (``[low, high)`` per coordinate when periodic)."""
+        if self.kind == "euclidean":
+            return torch.isfinite(x).all(-1)
+        low = torch.as_tensor(self.low, dtype=x.dtype, device=x.device)
+        high = torch.as_tensor(self.high, dtype=x.dtype, device=x.device)
+        upper = x < high if self.kind == "periodic" else x <= high
+        return ((x >= low) & upper).all(-1)
+
+    def wrap(self, x: Tensor) -> Tensor:
+        """``x`` mapped into ``[low, high)`` coordinate-wise (periodic domains; others unchanged)."""
+        if self.kind != "periodic":
+            return x
+        low = torch.as_tensor(self.low, dtype=x.dtype, device=x.device)
+        width = torch.as_tensor(self.high, dtype=x.dtype, device=x.device) - low
+        return low + torch.remainder(x - low, width)
+
+
 class MeanFieldGame(abc.ABC):
     """A discrete-time, finite-horizon mean-field game with continuous states and actions."""
+
+    #: The state space (R^d unless a game says otherwise).
+    domain: Domain = Domain()
 
     #: Name of the game, as used by the CLI (``lq2d``, ``four_rooms``, ...).
     name: str

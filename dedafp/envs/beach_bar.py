@@ -30,8 +30,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dedafp.envs.base import MeanFieldGame, check_number, check_overrides
+from dedafp.envs.base import Domain, MeanFieldGame, check_number, check_overrides
 from dedafp.envs.four_rooms import MisplacedMass, bind_density_field
+from dedafp.envs.registry import GameSpec, register_game
 from dedafp.population.base import PopulationModel
 
 #: Names of the regions reported by :meth:`BeachBarGame.region_index`.
@@ -134,6 +135,7 @@ class BeachBarGame(MeanFieldGame):
     """The beach-bar game as batched tensor functions; the field is the population model (its ``log_prob``)."""
 
     name = "beach_bar"
+    domain = Domain.box((0.0,), (1.0,))
     state_dim = 1
     action_dim = 1
 
@@ -196,3 +198,23 @@ class BeachBarGame(MeanFieldGame):
         outside = [(~self.in_free_space(population.sample(t, n, generator=generator))).double().mean().item()
                    for t in range(self.horizon + 1)]
         return MisplacedMass(np.array(outside), np.zeros(self.horizon + 1))
+
+
+# ---- registration -------------------------------------------------------------------------------
+
+#: Config defaults of the beach bar (``section.field``: value); the flow lives on [0, 1].
+BEACH_BAR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fp": {"iterations": 10, "br_agents": 2000, "population_agents": 20000, "initial_flow_steps": 1500},
+    "best_response": {"algorithm": "ppo", "num_envs": 64, "total_steps": 200_000, "warm_steps": 100_000,
+                      "n_steps": 128, "batch_size": 2048, "n_epochs": 10, "log_std_init": -0.5},
+    "flow": {"low": (0.0,), "high": (1.0,), "transforms": 4, "hidden": 32, "steps": 500},
+}
+
+register_game(GameSpec(
+    "beach_bar", lambda **overrides: BeachBarGame(beach_bar(**overrides)), defaults=BEACH_BAR_DEFAULTS,
+    evaluator="dedafp.evaluation.grid:grid_evaluator", exact_responder="grid",
+    # 1-D, so a fine discretisation costs little: 100 cells, 21 velocities.
+    grid={"cells": 100, "velocities": 21, "source_points": 4, "target_points": 4},
+    progress_columns=("fp/grid_exploitability", "ref/tv_max", "ref/region_error_max", "ref/misplaced_max"),
+    coupling="density", gym_id="dedafp/BeachBar-v0",
+    description="1-D beach bar with crowd aversion and reflecting ends, grid reference"))

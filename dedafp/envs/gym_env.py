@@ -60,19 +60,23 @@ class MeanFieldEnv(gym.Env):
         return self._observe(), float(reward[0]), terminated, False, {}
 
 
-def make_density_env(game: str, population: PopulationModel | None = None, **overrides: Any) -> gym.Env:
-    """Entry point of ``dedafp/FourRooms-v0`` and ``dedafp/BeachBar-v0``.
+def make_registered_env(game: str, population: PopulationModel | None = None, preset: str | None = None,
+                        **overrides: Any) -> gym.Env:
+    """Entry point of every registered game's Gymnasium id (``gymnasium.make("dedafp/FourRooms-v0")``).
 
-    Without ``population`` the agent faces the population of the uncontrolled game (a = 0):
-    particles of 4,000 simulated agents with a Gaussian kernel density.
+    ``preset`` names another registered game (``gymnasium.make("dedafp/LQ-v0", preset="lq1d")``);
+    ``overrides`` are the game's parameters. Without ``population`` the agent faces the population
+    of the uncontrolled game (a = 0): exact where the game provides ``uncontrolled_population()``,
+    else particles of 4,000 simulated agents with a Gaussian kernel density.
     """
     from dedafp.agents.policy import ZeroPolicy
-    from dedafp.envs.beach_bar import BeachBarGame, beach_bar
-    from dedafp.envs.four_rooms import FourRoomsGame, four_rooms
+    from dedafp.envs.registry import make_game
     from dedafp.population.particles import ParticlePopulation
     from dedafp.rollout import rollout
 
-    instance = FourRoomsGame(four_rooms(**overrides)) if game == "four_rooms" else BeachBarGame(beach_bar(**overrides))
+    instance = make_game(preset or game, overrides)
+    if population is None and hasattr(instance, "uncontrolled_population"):
+        population = instance.uncontrolled_population()
     if population is None:
         sim = rollout(instance, ZeroPolicy(instance), 4000, None, generator=torch.Generator().manual_seed(0),
                       rewards=False)

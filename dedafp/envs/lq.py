@@ -16,13 +16,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor
 
-from dedafp.envs.base import MeanFieldGame
+from dedafp.envs.base import MeanFieldGame, check_overrides
+from dedafp.envs.registry import GameSpec, register_game
 from dedafp.population.base import PopulationModel
 from dedafp.population.gaussian import GaussianPopulation
 
@@ -255,13 +256,19 @@ class LQGame(MeanFieldGame):
         return GaussianPopulation(np.stack(means), np.stack(covs), device)
 
 
-def make_lq_env(preset: str = "lq2d", population: PopulationModel | None = None,
-                **overrides: object) -> gym.Env:
-    """Entry point of ``dedafp/LQ-v0``: the single-agent env of an LQ preset with overrides.
+# ---- registration -------------------------------------------------------------------------------
 
-    Without ``population`` the agent faces the uncontrolled (``a = 0``) population.
-    """
-    from dedafp.envs.gym_env import MeanFieldEnv
+def _lq_factory(preset: str):
+    def make(**overrides: Any) -> LQGame:
+        check_overrides(LQConfig, "LQ", overrides)
+        return LQGame(lq_preset(preset).replace(**overrides), name=preset)
+    return make
 
-    game = LQGame(lq_preset(preset).replace(**overrides), name=preset)
-    return MeanFieldEnv(game, population if population is not None else game.uncontrolled_population())
+
+for _preset, _gym_id in (("lq1d", None), ("lq2d", "dedafp/LQ-v0")):
+    register_game(GameSpec(
+        _preset, _lq_factory(_preset), evaluator="dedafp.evaluation.lq:LQEvaluator", exact_responder="riccati",
+        coupling="mean", gym_id=_gym_id,
+        progress_columns=("fp/exploitability", "fp/exploitability_se", "theory/br_shortfall",
+                          "theory/bc_error", "theory/flow_w2"),
+        description=f"linear-quadratic game, {_preset[-2]}-D state, exact Riccati reference"))

@@ -22,27 +22,26 @@ import numpy as np
 import torch
 import yaml
 
+from dedafp.envs.registry import game_spec, make_game, registered_games
 from dedafp.reference.grid import GridIterate, GridMFG, build_grid, default_grid_config
 from dedafp.reference.grid_store import DEFAULT_DIRECTORY, METHODS, GridSolution, save_solution, solve
 
-REFERENCE_GAMES = ("four_rooms", "beach_bar")
 DEFAULT_ITERATIONS = {"omd": 300, "fp": 50}
 #: OMD learning rates that converged fastest without oscillating on the default grids (the beach bar's
 #: rewards are ~10x smaller than four-rooms').
 DEFAULT_LEARNING_RATES = {"four_rooms": 1.0, "beach_bar": 10.0}
 
 
-def make_reference_game(name: str, overrides: dict[str, Any] | None = None):
-    """``FourRoomsGame`` or ``BeachBarGame`` with config ``overrides`` (validated)."""
-    overrides = dict(overrides or {})
-    if name == "four_rooms":
-        from dedafp.envs.four_rooms import FourRoomsGame, four_rooms
-        return FourRoomsGame(four_rooms(**overrides))
-    if name == "beach_bar":
-        from dedafp.envs.beach_bar import BeachBarGame, beach_bar
-        return BeachBarGame(beach_bar(**overrides))
-    raise ValueError(f"unknown reference game {name!r}; allowed: {REFERENCE_GAMES}")
+def reference_games() -> tuple[str, ...]:
+    """The registered games that declare a reference grid (``GameSpec.grid``)."""
+    return tuple(name for name in registered_games() if game_spec(name).grid is not None)
 
+
+def make_reference_game(name: str, overrides: dict[str, Any] | None = None):
+    """The game ``name`` (one with a reference grid) with config ``overrides`` (validated)."""
+    if name not in reference_games():
+        raise ValueError(f"unknown reference game {name!r}; allowed: {reference_games()}")
+    return make_game(name, overrides)
 
 def parse_overrides(items: list[str] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split ``key=value`` strings into game and ``grid.``-prefixed overrides; values are YAML."""
@@ -138,7 +137,7 @@ def handler(args: argparse.Namespace) -> int:
             print(f"{record.iteration:>5}  exploitability {_format(record.exploitability):>10}  value "
                   f"{_format(record.policy_value):>10}  ({time.perf_counter() - started:.0f} s)", flush=True)
 
-    learning_rate = DEFAULT_LEARNING_RATES[args.game] if args.learning_rate is None else args.learning_rate
+    learning_rate = DEFAULT_LEARNING_RATES.get(args.game, 1.0) if args.learning_rate is None else args.learning_rate
     solution = solve(grid, args.method, iterations, learning_rate, callback=show)
     path = save_solution(solution, out)
     print(f"exploitability {_format(solution.exploitability)} after {iterations} iterations "
@@ -152,7 +151,7 @@ def handler(args: argparse.Namespace) -> int:
 def add_parsers(subparsers: Any) -> None:
     """Add the ``reference`` subcommand to an ``argparse`` subparsers object."""
     parser = subparsers.add_parser("reference", help="solve four_rooms or beach_bar on a grid; cache the equilibrium")
-    parser.add_argument("game", choices=REFERENCE_GAMES)
+    parser.add_argument("game", help="a game with a reference grid: " + ", ".join(reference_games()))
     parser.add_argument("--method", choices=METHODS, default="omd", help="online mirror descent or fictitious play")
     parser.add_argument("--iterations", type=int, help=f"updates (default {DEFAULT_ITERATIONS})")
     parser.add_argument("--cells", type=int, help="cells per dimension (default 44 four_rooms, 100 beach_bar)")

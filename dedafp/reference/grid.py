@@ -121,20 +121,15 @@ class GridConfig:
         return dataclasses.replace(self, **changes)
 
 
-#: Default grids: 44 × 44 cells and a 5 × 5 velocity lattice for four-rooms; 100 cells, 21 velocities
-#: for the beach bar (1-D, so a finer discretisation costs little).
-DEFAULT_GRIDS: dict[str, GridConfig] = {
-    "four_rooms": GridConfig(cells=44, velocities=5, source_points=2, target_points=2),
-    "beach_bar": GridConfig(cells=100, velocities=21, source_points=4, target_points=4),
-}
-
-
 def default_grid_config(game_name: str, **overrides: Any) -> GridConfig:
-    """The default :class:`GridConfig` of ``game_name`` with some fields overridden."""
-    if game_name not in DEFAULT_GRIDS:
-        raise ValueError(f"no default grid for game {game_name!r}; allowed: {sorted(DEFAULT_GRIDS)}")
+    """The reference grid the game's spec declares (``GameSpec.grid``), with some fields overridden."""
+    from dedafp.envs.registry import game_spec
+
+    grid = game_spec(game_name).grid
+    if grid is None:
+        raise ValueError(f"game {game_name!r} declares no reference grid (GameSpec.grid)")
     check_overrides(GridConfig, "grid", overrides)
-    return DEFAULT_GRIDS[game_name].replace(**overrides)
+    return GridConfig(**grid).replace(**overrides)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dedafp.agents.best_response import BestResponder, DeterministicPolicy
+from dedafp.agents.policy import BestResponder, DeterministicPolicy
 from dedafp.envs.base import MeanFieldGame
 from dedafp.envs.lq import LQGame
 from dedafp.population.base import PopulationModel

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dedafp.agents.best_response import BestResponder, DeterministicPolicy
+from dedafp.agents.policy import BestResponder, DeterministicPolicy
 from dedafp.envs.base import MeanFieldGame
 from dedafp.population.base import PopulationModel
 
@@ -46,9 +46,10 @@ class GridBestResponder(BestResponder):
     """Exact best response of a density game on its default reference grid (built once, on first use)."""
 
     def __init__(self, game: MeanFieldGame, device: torch.device | str = "cpu") -> None:
-        from dedafp.reference.grid import DEFAULT_GRIDS
-        if game.name not in DEFAULT_GRIDS:
-            raise ValueError(f"the grid best response needs a game with a reference grid ({sorted(DEFAULT_GRIDS)}), "
+        from dedafp.envs.registry import spec_of
+        spec = spec_of(game)
+        if spec is None or spec.grid is None:
+            raise ValueError(f"the grid best response needs a game whose spec declares a reference grid, "
                              f"got {game.name!r}")
         self.game = game
         self.device = device

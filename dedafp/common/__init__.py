@@ -1,0 +1,1 @@
+"""Shared helpers of the core and the tools: files, statistics, threads."""

@@ -1,0 +1,149 @@
+"""The game registry and the game contract: built-ins, a user's game file, and broken games reported clearly."""
+
+import textwrap
+
+import gymnasium
+import pytest
+import torch
+
+import dedafp
+from dedafp.cli import main
+from dedafp.envs.base import Domain
+from dedafp.envs.contract import check_game
+from dedafp.envs.registry import GameSpec, game_spec, make_game, register_game, registered_games, resolve_game
+
+BUILT_IN = ("lq1d", "lq2d", "four_rooms", "beach_bar")
+
+# A complete user game: a 1-D crowd on [0, 1] that wants to be near 0.7 and avoids crowds.
+USER_GAME = '''
+import torch
+from dedafp import GameSpec, MeanFieldGame
+from dedafp.envs.base import Domain
+
+
+class Drift(MeanFieldGame):
+    name = "user_drift"
+    state_dim = 1
+    action_dim = 1
+    horizon = 5
+    action_bound = 1.0
+    domain = Domain.box((0.0,), (1.0,))
+
+    def __init__(self, target=0.7, sigma=0.1):
+        self.target, self.sigma, self.dt = float(target), float(sigma), 0.1
+
+    def initial_states(self, n, generator=None, device="cpu"):
+        return torch.rand(n, 1, generator=generator, device=device)
+
+    def bind(self, population):
+        return population
+
+    def step(self, t, x, a, field, noise):
+        return (x + a * self.dt + self.sigma * self.dt ** 0.5 * noise).clamp(0.0, 1.0)
+
+    def reward(self, t, x, a, field):
+        return -((x - self.target) ** 2).sum(-1) * self.dt - 0.5 * (a ** 2).sum(-1) * self.dt
+
+    def terminal_reward(self, x, field):
+        return -((x - self.target) ** 2).sum(-1)
+
+    def normalise_state(self, x):
+        return 2 * x - 1
+
+
+SPEC = GameSpec("user_drift", Drift, defaults={"fp": {"iterations": 1}}, description="a user's game")
+'''
+
+
+@pytest.fixture()
+def user_game(tmp_path):
+    path = tmp_path / "user_game.py"
+    path.write_text(textwrap.dedent(USER_GAME))
+    return path
+
+
+def test_import_dedafp_registers_the_games_and_their_gymnasium_ids():
+    assert set(BUILT_IN) <= set(registered_games())
+    for env_id in ("dedafp/LQ-v0", "dedafp/FourRooms-v0", "dedafp/BeachBar-v0"):
+        assert env_id in gymnasium.registry
+    env = gymnasium.make("dedafp/LQ-v0", preset="lq1d")
+    assert env.observation_space.shape == (2,)
+    assert dedafp.make_game("four_rooms").domain == Domain.box((0.0, 0.0), (1.0, 1.0))
+
+
+def test_specs_carry_what_the_tools_need():
+    assert game_spec("lq2d").exact_responder == "riccati" and game_spec("lq2d").coupling == "mean"
+    assert game_spec("four_rooms").grid["cells"] == 44 and game_spec("four_rooms").exact_responder == "grid"
+    assert game_spec("four_rooms").defaults["fp"]["iterations"] == 20
+    with pytest.raises(ValueError, match="unknown game 'nope'"):
+        make_game("nope")
+    with pytest.raises(ValueError, match="already registered"):
+        register_game(GameSpec("lq1d", lambda: None))
+
+
+def test_a_user_game_file_resolves_and_is_recorded_with_its_hash(user_game):
+    spec, source = resolve_game(str(user_game))
+    assert spec.name == "user_drift" and source.path == str(user_game.resolve()) and len(source.sha256) == 64
+    game = make_game(str(user_game), {"target": 0.2})
+    assert game.target == 0.2
+    # The registry knows it by name now (tools holding only the game find its spec).
+    assert game_spec("user_drift") is spec
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve_game(str(user_game.parent / "missing.py"))
+
+
+@pytest.mark.parametrize("game", BUILT_IN)
+def test_check_game_passes_on_every_shipped_game(game):
+    report = check_game(game, agents=32)
+    assert report.passed, report.failures
+
+
+BROKEN = {
+    "wrong shape": ("return (x + a * self.dt + self.sigma * self.dt ** 0.5 * noise).clamp(0.0, 1.0)",
+                    "return torch.cat([x, x], 1)", "step at t=0 has shape"),
+    "NaN reward": ("return -((x - self.target) ** 2).sum(-1) * self.dt - 0.5 * (a ** 2).sum(-1) * self.dt",
+                   "return torch.full((x.shape[0],), float('nan'))", "reward at t=0 has 64 non-finite"),
+    "leaves the domain": ("return (x + a * self.dt + self.sigma * self.dt ** 0.5 * noise).clamp(0.0, 1.0)",
+                          "return x + 2.0", "left the domain at t=1"),
+    "random without noise": ("return (x + a * self.dt + self.sigma * self.dt ** 0.5 * noise).clamp(0.0, 1.0)",
+                             "return (x + 0.01 * torch.rand_like(x)).clamp(0.0, 1.0)", "not deterministic"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(BROKEN))
+def test_check_game_reports_a_broken_game_in_one_line(tmp_path, capsys, fault):
+    old, new, message = BROKEN[fault]
+    source = textwrap.dedent(USER_GAME).replace(old, new).replace('"user_drift"', f'"broken_{len(fault)}"')
+    assert new in source
+    path = tmp_path / "broken.py"
+    path.write_text(source)
+    assert main(["check-game", str(path)]) == 1
+    out = capsys.readouterr().out
+    failing = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert failing and message in failing[0], out
+    assert "Traceback" not in out
+
+
+def test_check_game_passes_on_the_user_game(user_game, capsys):
+    assert main(["check-game", str(user_game)]) == 0
+    assert "0 failed" in capsys.readouterr().out
+
+
+def test_a_user_game_trains_from_the_cli_and_a_changed_file_is_refused(user_game, tmp_path, capsys):
+    out = tmp_path / "run"
+    tiny = ["fp.br_agents=100", "fp.population_agents=500", "fp.initial_flow_steps=20", "flow.steps=10",
+            "flow.hidden=8", "flow.transforms=1", "flow.mean_samples=256", "flow.low=[0.0]", "flow.high=[1.0]",
+            "average_policy.steps=20", "average_policy.hidden=8", "best_response.total_steps=640",
+            "best_response.n_steps=32", "best_response.batch_size=160", "best_response.num_envs=20",
+            "best_response.n_epochs=1", "best_response.hidden=8"]
+    args = ["train", str(user_game), "--out", str(out)]
+    for item in tiny:
+        args += ["--set", item]
+    assert main(args) == 0
+    assert (out / "game_source.json").exists()
+    run = dedafp.load_run(out)
+    assert run.game.name == "user_drift" and torch.isfinite(run.population.log_prob(torch.rand(5, 1), 2)).all()
+    user_game.write_text(user_game.read_text() + "\n# edited\n")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--iterations", "2"]) == 2
+    assert "changed since the run was trained" in capsys.readouterr().err
