@@ -182,7 +182,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from dedafp import bench
+    from dedafp.benchmarks import env_flows as bench
 
     _threads(args)
     args.out = args.out or ("results/compare" if args.what == "compare" else "results/bench")
@@ -194,17 +194,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bench.bench_flows(5 if args.repeats is None else args.repeats, Path(args.out), print_fn=print)
         return 0
     if args.what == "sampling":
-        from dedafp.bench_sampling import SamplingBenchConfig, bench_sampling
+        from dedafp.benchmarks.sampling import SamplingBenchConfig, bench_sampling
         config = SamplingBenchConfig(samples=args.samples, repeats=3 if args.repeats is None else args.repeats,
                                      device=args.device)
         bench_sampling(config, Path(args.out), print_fn=print)
         return 0
     if args.what == "dimensions":
-        from dedafp.bench_dimensions import DimensionSweepConfig, bench_dimensions
+        from dedafp.benchmarks.dimensions import DimensionSweepConfig, bench_dimensions
         bench_dimensions(DimensionSweepConfig(device=args.device), Path(args.out), print_fn=print)
         return 0
     if args.what == "compare":
-        from dedafp.bench_compare import CompareConfig, bench_compare
+        from dedafp.benchmarks.compare import CompareConfig, bench_compare
         config = CompareConfig(tuple(args.envs), args.seeds, args.iterations, args.best_response,
                                tuple(args.set or []), args.device, Path(args.runs), Path(args.out))
         result = bench_compare(config, args.backend, args.workers, args.threads or 1, not args.table_only, print)
@@ -220,7 +220,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from dedafp.sweep import plan_sweep, run_sweep, write_summary
+    from dedafp.experiments.sweep import plan_sweep, run_sweep, write_summary
 
     _threads(args)
     assignments = list(args.set or []) + ([f"fp.iterations={args.iterations}"] if args.iterations is not None else [])
@@ -250,9 +250,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from dedafp import simulate_study
-    from dedafp.distributed import check_address, check_backend, check_workers
-    from dedafp.simulate import parse_count, parse_counts
+    from dedafp.nplayer import study as simulate_study
+    from dedafp.experiments.distributed import check_address, check_backend, check_workers
+    from dedafp.nplayer.simulate import parse_count, parse_counts
 
     _threads(args)
     backend, address = check_backend(args.backend), check_address(args.address)

@@ -11,7 +11,7 @@ from test_beach_bar import Triangle  # μ_t(x) = 2x on [0, 1]
 from dedafp.reference.grid_responder import GridBestResponder, GridPolicy
 from dedafp.agents.mixture import MixturePolicy
 from dedafp.agents.policy import act
-from dedafp.bench_compare import CompareConfig, episode_mixture_exploitability, grid_fictitious_play, load_env_results
+from dedafp.benchmarks.compare import CompareConfig, episode_mixture_exploitability, grid_fictitious_play, load_env_results
 from dedafp.cli import main
 from dedafp.envs.beach_bar import BeachBarGame
 from dedafp.evaluation.grid import GridEvaluator

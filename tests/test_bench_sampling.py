@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dedafp.bench_dimensions import DimensionSweepConfig, bench_dimensions, equal_time_comparison, lq_config
-from dedafp.bench_sampling import ALGORITHMS, TASKS, SamplingBenchConfig, bench_sampling
+from dedafp.benchmarks.dimensions import DimensionSweepConfig, bench_dimensions, equal_time_comparison, lq_config
+from dedafp.benchmarks.sampling import ALGORITHMS, TASKS, SamplingBenchConfig, bench_sampling
 from dedafp.cli import main
 from dedafp.envs.lq import lq_preset
 from dedafp.population.flow import FlowConfig

@@ -15,7 +15,7 @@ from dedafp.envs.four_rooms import FourRoomsGame
 from dedafp.envs.lq import LQGame, lq_preset
 from dedafp.population.particles import ParticlePopulation
 from dedafp.rollout import rollout
-from dedafp.simulate import (
+from dedafp.nplayer.simulate import (
     AgentSums,
     SimulationConfig,
     empirical_log_density,

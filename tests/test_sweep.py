@@ -7,7 +7,7 @@ import yaml
 
 from dedafp.cli import main
 from dedafp.config import load_config
-from dedafp.sweep import expand_grid, parse_grid, parse_seeds, plan_sweep, run_one, run_sweep
+from dedafp.experiments.sweep import expand_grid, parse_grid, parse_seeds, plan_sweep, run_one, run_sweep
 
 # Runs of a few seconds: exact Riccati best responses, tiny behavioural cloning and flow.
 TINY = ["best_response.algorithm=riccati", "fp.br_agents=200", "fp.population_agents=2000", "fp.eval_agents=2000",

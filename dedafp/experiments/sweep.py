@@ -10,7 +10,7 @@ wall-clock, per configuration), ``OUT/runs.csv`` (one row per run) and ``OUT/cur
 
 Usage::
 
-    from dedafp.sweep import plan_sweep, run_sweep, write_summary
+    from dedafp.experiments.sweep import plan_sweep, run_sweep, write_summary
     plan = plan_sweep("lq1d", "0..2", ["average_policy.components=1,2"], "runs/sweep")
     outcomes = run_sweep(plan, backend="ray")            # one Ray task per run
     paths = write_summary(plan)                          # summary.csv, summary.md, runs.csv, curves.png
@@ -33,7 +33,7 @@ import torch
 import yaml
 
 from dedafp.config import RunConfig, load_config
-from dedafp.distributed import check_address, check_backend, check_workers, ray_session
+from dedafp.experiments.distributed import check_address, check_backend, check_workers, ray_session
 from dedafp.run import latest_checkpoint, read_metrics, train
 
 _SEED_RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*$")

@@ -1,7 +1,7 @@
 """``dedafp bench compare``: DEDA-FP against the paper's two baselines, side by side (the ablation table).
 
 For every game, the three algorithms (``dedafp``, ``algo1``, ``algo2``) are trained with the same seeds,
-iterations and settings as one sweep (:mod:`dedafp.sweep`, grid ``algorithm=dedafp,algo1,algo2``; run
+iterations and settings as one sweep (:mod:`dedafp.experiments.sweep`, grid ``algorithm=dedafp,algo1,algo2``; run
 folders ``RUNS/<env>/algorithm=<a>/seed<k>/``; finished runs are skipped, interrupted ones resumed).
 With ``best_response="exact"`` every algorithm gets the same exact best response (Riccati on the LQ
 games, backward induction on the reference grid for the density games), which isolates what the
@@ -21,7 +21,7 @@ present, so games run by separate commands with their own seeds and iterations s
 
 Usage::
 
-    from dedafp.bench_compare import CompareConfig, bench_compare
+    from dedafp.benchmarks.compare import CompareConfig, bench_compare
     result = bench_compare(CompareConfig(envs=("lq2d",), seeds="0..2", iterations=10))
     result.paths, result.outcomes             # table.md, table.csv, compare.png; one outcome per run
 """
@@ -42,7 +42,7 @@ import torch
 
 from dedafp.envs.registry import game_spec, registered_games
 from dedafp.run import latest_checkpoint, read_metrics
-from dedafp.sweep import RunOutcome, SweepPlan, _mean_sd, _pm, exploitability_key, parse_grid, plan_sweep, run_sweep
+from dedafp.experiments.sweep import RunOutcome, SweepPlan, _mean_sd, _pm, exploitability_key, parse_grid, plan_sweep, run_sweep
 
 if TYPE_CHECKING:
     from dedafp.agents.best_response import DeterministicPolicy
@@ -590,7 +590,7 @@ def bench_compare(config: CompareConfig, backend: str = "local", workers: int | 
     """Train (or resume) every game's three-algorithm sweep, then write the records, table and figure.
 
     ``train=False`` only reads back the runs that exist (unfinished ones included) and rebuilds the table.
-    ``backend``/``workers``: as in :func:`dedafp.sweep.run_sweep`. A failed run is reported in the outcomes;
+    ``backend``/``workers``: as in :func:`dedafp.experiments.sweep.run_sweep`. A failed run is reported in the outcomes;
     the table covers the others.
     """
     plans = {env: config.plan(env) for env in config.envs}     # every setting validated before any run

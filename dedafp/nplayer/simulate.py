@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from dedafp.agents.average_policy import AveragePolicy
 from dedafp.agents.policy import Policy, act
-from dedafp.distributed import check_address, check_backend, check_workers, ray_session
+from dedafp.experiments.distributed import check_address, check_backend, check_workers, ray_session
 from dedafp.envs.base import MeanFieldGame
 from dedafp.envs.registry import spec_of
 from dedafp.population.particles import BANDWIDTH_RULES, bandwidth_factor

@@ -42,7 +42,7 @@ from dedafp.agents.policy import Policy, act
 from dedafp.envs.base import MeanFieldGame
 from dedafp.envs.lq import LQGame
 from dedafp.run import Run, load_run
-from dedafp.simulate import SimulationConfig, simulate
+from dedafp.nplayer.simulate import SimulationConfig, simulate
 
 DEFAULT_OUT = Path("results/simulate")
 THROUGHPUT_AGENTS = (1_000, 10_000, 100_000, 1_000_000)
@@ -193,7 +193,7 @@ def density_error_study(run_path: str | Path, agents: int = 2000, resolutions: t
     of μ^{-i} (median, 99th percentile, max) and the absolute error of c_M log(μ^{-i} + ε), the reward's
     density term. Writes ``density_error_<env>.json``.
     """
-    from dedafp.simulate import empirical_log_density, exact_others_log_density
+    from dedafp.nplayer.simulate import empirical_log_density, exact_others_log_density
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -52,7 +52,7 @@ from torch import Tensor
 from dedafp.agents.average_policy import AveragePolicy, AveragePolicyConfig
 from dedafp.agents.best_response import MLPPolicy, actor_network
 from dedafp.agents.mixture import MixturePolicy
-from dedafp.bench import _machine
+from dedafp.benchmarks.env_flows import _machine
 from dedafp.envs.four_rooms import FourRoomsGame, crowd_term, four_rooms
 from dedafp.population.flow import FlowConfig, FlowPopulation
 from dedafp.population.grid_cache import GridCachedPopulation

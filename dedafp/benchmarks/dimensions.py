@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dedafp.bench import _machine
+from dedafp.benchmarks.env_flows import _machine
 from dedafp.envs.lq import LQConfig, LQGame, lq_preset
 from dedafp.population.flow import FlowConfig, FlowPopulation
 from dedafp.population.gaussian import GaussianPopulation

@@ -1,0 +1,1 @@
+"""Benchmarks of dedafp's components (each module runnable with ``python -m dedafp.benchmarks.<name>``)."""
