@@ -1,6 +1,7 @@
 """The game registry and the game contract: built-ins, a user's game file, and broken games reported clearly."""
 
 import textwrap
+from pathlib import Path
 
 import gymnasium
 import pytest
@@ -147,3 +148,15 @@ def test_a_user_game_trains_from_the_cli_and_a_changed_file_is_refused(user_game
     capsys.readouterr()
     assert main(["train", "--resume", str(out), "--iterations", "2"]) == 2
     assert "changed since the run was trained" in capsys.readouterr().err
+
+
+RESULTS = sorted(p.parent for p in (Path(__file__).parent.parent / "results").glob("*/config.yaml"))
+
+
+@pytest.mark.parametrize("folder", RESULTS, ids=[p.name for p in RESULTS])
+def test_every_committed_result_still_loads(folder):
+    run = dedafp.load_run(folder)
+    x = run.game.initial_states(4, torch.Generator().manual_seed(0))
+    mean, std = run.average_policy.distribution(0, x)
+    assert mean.shape == (4, run.game.action_dim) and torch.isfinite(mean).all() and (std >= 0).all()
+    assert torch.isfinite(run.population.log_prob(x, 0)).all()
