@@ -461,7 +461,9 @@ SPEC = GameSpec(
         "best_response": {"algorithm": "pathwise", "hidden": 32, "layers": 2, "pathwise_agents": 512,
                           "pathwise_steps": 300, "pathwise_warm_steps": 150},
         "average_policy": {"hidden": 32, "steps": 600},
-        "flow": {"transforms": 2, "hidden": 32, "bins": 8, "steps": 300, "batch_size": 512, "lr": 5e-3},
+        # a periodic domain gets dedafp's circular spline flow (zuko's circular splines, whatever the backend)
+        "flow": {"backend": "zuko", "transforms": 2, "hidden": 32, "bins": 8, "steps": 300, "batch_size": 512,
+                 "lr": 5e-3},
     },
     evaluator=crowd_circle_evaluator,
     coupling="density",
