@@ -3,11 +3,13 @@
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import dedafp.agents.pathwise as pathwise_module
 from dedafp.agents.best_response import BestResponseConfig
 from dedafp.agents.pathwise import PathwiseBestResponder, PathwisePolicy, start_schedule
 from dedafp.envs.beach_bar import BeachBarGame
@@ -78,10 +80,8 @@ def test_pathwise_calls_see_different_noise_and_a_seed_reproduces_them():
     assert resumed.history == uninterrupted.history
 
 
-def _package_dir():
-    import dedafp.agents.pathwise as module
-    from pathlib import Path
-    return Path(module.__file__).resolve().parents[1]
+def _package_dir() -> Path:
+    return Path(pathwise_module.__file__).resolve().parents[1]
 
 
 def test_pathwise_policy_pickles_and_plays_without_stable_baselines3(tmp_path):
