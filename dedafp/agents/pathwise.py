@@ -246,8 +246,11 @@ class PathwiseBestResponder(BestResponder):
         """The network (None before the first call) and the call count: enough to resume a run."""
         return {"net": None if self.net is None else self.net.state_dict(), "calls": self.calls}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` into a responder built with the same game and config."""
+    def load_state_dict(self, state: dict[str, Any], population: PopulationModel | None = None) -> None:
+        """Restore :meth:`state_dict` into a responder built with the same game and config.
+
+        ``population`` (the responders' common signature) is not needed here.
+        """
         self.calls = int(state["calls"])
         if state["net"] is None:
             self.net = None
