@@ -37,7 +37,7 @@ from dedafp.config import RunConfig, load_config
 from dedafp.envs.registry import game_spec, registered_games
 
 #: Training metrics the progress table shows after the game's own columns (GameSpec.progress_columns).
-TRAINING_COLUMNS = ("br/return", "bc/nll", "flow/nll", "time/iteration")
+TRAINING_COLUMNS = ("br/return", "br/gain", "br/shortfall", "bc/nll", "flow/nll", "time/iteration")
 
 
 def _threads(args: argparse.Namespace) -> None:

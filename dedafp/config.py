@@ -37,6 +37,12 @@ class FictitiousPlayConfig:
             ``"silverman"`` or a positive factor of the particles' standard deviation.
         evaluate_every: evaluate against the reference every this many iterations and at the last
             one (>= 1); the grid reference of the density games costs minutes per evaluation.
+        measure_best_response: measure every best response against the frozen population it answers,
+            on the agents and noise of its own rollout: ``br/gain`` (its return minus the previous
+            average policy's: oracle-free, a lower bound of that average's exploitability up to the
+            best response's own shortfall) and, where the game's spec declares an exact responder and
+            the run does not use it, ``br/shortfall`` (the exact best response's return minus the
+            learned one's: how far deep RL is from a best response).
     """
 
     iterations: int = 10
@@ -46,8 +52,11 @@ class FictitiousPlayConfig:
     initial_flow_steps: int = 800
     kde_bandwidth: str | float = "scott"
     evaluate_every: int = 1
+    measure_best_response: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.measure_best_response, bool):
+            raise ValueError(f"fp.measure_best_response must be true or false, got {self.measure_best_response!r}")
         for name, minimum in (("iterations", 1), ("br_agents", 1), ("population_agents", 16),
                               ("eval_agents", 0), ("initial_flow_steps", 0), ("evaluate_every", 1)):
             value = getattr(self, name)

@@ -14,6 +14,8 @@ from dedafp.agents.mixture import MixturePolicy
 from dedafp.agents.policy import Policy
 from dedafp.algorithms.base import register_algorithm
 from dedafp.algorithms.fictitious_play import FictitiousPlay
+from dedafp.config import RunConfig
+from dedafp.envs.base import MeanFieldGame
 from dedafp.population import ParticlePopulation
 from dedafp.rollout import Rollout
 
@@ -23,6 +25,13 @@ __all__ = ["KernelDensityFictitiousPlay", "MixtureFictitiousPlay"]
 @register_algorithm("algo2")
 class KernelDensityFictitiousPlay(FictitiousPlay):
     """Algo 2: DEDA-FP with a kernel density estimate over the simulated agents instead of the flow."""
+
+    def __init__(self, config: RunConfig, game: MeanFieldGame | None = None) -> None:
+        super().__init__(config, game)
+        if self.game.domain.kind == "periodic":
+            # A Gaussian kernel on [low, high) would put mass across the seam on one side only.
+            raise ValueError(f"algorithm {config.algorithm!r} estimates the density with a Gaussian kernel, which has "
+                             f"no periodic version yet; {self.game.name!r} is periodic: use --algorithm dedafp")
 
     def _fit_population(self, sim: Rollout, steps: int | None) -> dict[str, float]:
         self._population = ParticlePopulation(sim.states, self.config.fp.kde_bandwidth, device=self.device)

@@ -24,6 +24,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -36,6 +37,7 @@ from dedafp.algorithms.base import Algorithm, IterationRecord, register_algorith
 from dedafp.algorithms.responders import make_responder
 from dedafp.config import RunConfig
 from dedafp.envs.base import MeanFieldGame
+from dedafp.envs.registry import spec_of
 from dedafp.population import FlowPopulation, PopulationModel, population_from_state_dict
 from dedafp.population.periodic import PeriodicFlowPopulation
 from dedafp.rollout import Rollout, rollout
@@ -108,13 +110,53 @@ class FictitiousPlay(Algorithm):
         if self.config.best_response.keep_best and len(self.best_responses) > 1:
             played = self._keep_best(played, draws, br_field, metrics)
         metrics["br/return"] = float(played.returns.mean())
-        metrics.update(self._update_average(played))
+        metrics["br/return_se"] = float(played.returns.std() / played.returns.numel() ** 0.5)
         metrics["time/bc"] = time.perf_counter() - start
+        if self.config.fp.measure_best_response:
+            metrics.update(self._measure_best_response(frozen, br_field, played, draws))
+        start = time.perf_counter()
+        metrics.update(self._update_average(played))
+        metrics["time/bc"] += time.perf_counter() - start
 
         # 4. the average policy's population
         metrics.update(self._refresh_population(None))
         self._evaluate(k, metrics, self.best_responses, br_field)
         return self._record(k, metrics)
+
+    def _measure_best_response(self, frozen: PopulationModel, br_field: Any, played: Rollout,
+                               draws: Tensor) -> dict[str, float]:
+        """``br/gain`` and, where the game has an exact responder, ``br/shortfall`` (see
+        :attr:`~dedafp.config.FictitiousPlayConfig.measure_best_response`); paired with ``played``."""
+        self._phase("best-response quality")
+        start = time.perf_counter()
+
+        def replay(policy: Policy, deterministic: bool) -> Tensor:
+            generator = torch.Generator(device=self.device)
+            generator.set_state(draws)
+            return rollout(self.game, policy, self.config.fp.br_agents, br_field, deterministic=deterministic,
+                           generator=generator, device=self.device).returns
+
+        returns = played.returns
+        gain = returns - replay(self.average_policy, deterministic=False)
+        metrics = {"br/gain": float(gain.mean()), "br/gain_se": float(gain.std() / gain.numel() ** 0.5)}
+        exact = self._exact_responder()
+        if exact is not None:
+            shortfall = replay(exact.learn(frozen), deterministic=True) - returns
+            metrics.update({"br/shortfall": float(shortfall.mean()),
+                            "br/shortfall_se": float(shortfall.std() / shortfall.numel() ** 0.5)})
+        metrics["time/br_quality"] = time.perf_counter() - start
+        return metrics
+
+    def _exact_responder(self) -> Any:
+        """The exact responder the game's spec declares, when the run learns its best responses (else None)."""
+        if not hasattr(self, "_exact"):
+            spec = spec_of(self.game)
+            name = None if spec is None else spec.exact_responder
+            self._exact = None
+            if name is not None and name != self.config.best_response.algorithm:
+                self._exact = make_responder(self.game, dataclasses.replace(self.config.best_response, algorithm=name),
+                                             self.device, self.config.seed)
+        return self._exact
 
     def _update_average(self, played: Rollout) -> dict[str, float]:
         """Steps 2-3: the best response's played samples join the buffer; the average is cloned on it."""

@@ -151,7 +151,7 @@ def check_game(game: str | MeanFieldGame, overrides: Mapping[str, Any] | None = 
             return f"observation dtype is {obs.dtype}, expected torch.float32"
         return problem
 
-    check("observation: shape [n, 1 + state_dim], float32", observation)
+    check("observation: shape [n, obs_dim], float32", observation)
 
     def trajectory() -> str | None:
         x = states["x0"]

@@ -797,9 +797,8 @@ def _message(coupling: str, shards: Any, sums: AgentSums, game: MeanFieldGame, c
     if coupling == "density" and config.rewards and config.density == "exact":
         return ExactDensityMessage(sums.count, kernel_bandwidth(sums, config))
     if coupling == "density" and config.rewards:
-        d = game.state_dim
-        # Both density games live on the unit box (four-rooms' square, the beach's reflecting [0, 1]).
-        spec = grid_spec(sums, [0.0] * d, [1.0] * d, config, device)
+        # The others' density is binned on the game's box (checked in simulate: a bounded, non-periodic domain).
+        spec = grid_spec(sums, list(game.domain.low), list(game.domain.high), config, device)
         counts = _sum_tensors(shards.call("histogram", spec), device)
         return DensityMessage(sums.count, spec, smooth(counts, spec))
     return None
@@ -827,6 +826,9 @@ def simulate(game: MeanFieldGame, policy: Policy, config: SimulationConfig, back
     if backend == "local" and address is not None:
         raise ValueError("address is only used by the ray backend (--backend ray)")
     coupling = coupling_of(game) if field is None else "external"
+    if coupling == "density" and config.rewards and game.domain.kind != "box":
+        raise ValueError(f"the N-player density term of {game.name!r} needs a box domain (it is binned on it); "
+                         f"{game.domain.kind} domains are not supported yet: use --no-density")
     if field is None and config.agents < 2:
         raise ValueError("agents must be >= 2 in the N-player game (the others' distribution needs someone); "
                          "with one agent pass an external field")
