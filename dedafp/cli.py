@@ -415,8 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from dedafp.mfgan.cli import add_parsers as add_mfgan_parsers
     from dedafp.reference.cli import add_parsers as add_reference_parsers
+    from dedafp.lab.cli import add_parser as add_lab_parser
     add_reference_parsers(sub)
     add_mfgan_parsers(sub)
+    add_lab_parser(sub)
     return parser
 
 

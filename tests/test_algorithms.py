@@ -59,3 +59,9 @@ def test_train_sets_torch_threads_like_the_cli(tmp_path):
     torch.set_num_threads(2)
     train(load_config("lq1d", overrides=[*TINY, "fp.iterations=1", "fp.eval_agents=0"]), tmp_path / "run")
     assert torch.get_num_threads() == 1
+
+
+def test_the_flow_fokker_planck_penalty_runs_in_the_loop_and_reports_its_residual(tmp_path):
+    config = load_config("lq1d", overrides=[*TINY, "fp.iterations=1", "fp.eval_agents=0", "flow.fp_penalty=0.01"])
+    rows = read_metrics(train(config, tmp_path / "run").path)
+    assert rows[-1]["flow/fp_residual"] >= 0 and rows[-1]["flow/nll"] == rows[-1]["flow/nll"]

@@ -179,9 +179,29 @@ class FictitiousPlay(Algorithm):
         return metrics
 
     def _fit_population(self, sim: Rollout, steps: int | None) -> dict[str, float]:
-        """Fit the flow (warm-started) to the simulated states."""
+        """Fit the flow (warm-started) to the simulated states (with ``flow.fp_penalty``, also to the
+        Fokker-Planck equation of the average policy's drift)."""
         times, states = sim.population_samples()
-        return {"flow/nll": self._population.fit(times, states, steps=steps, generator=self.generator)}
+        if self.config.flow.fp_penalty == 0:
+            return {"flow/nll": self._population.fit(times, states, steps=steps, generator=self.generator)}
+        nll = self._population.fit(times, states, steps=steps, generator=self.generator,
+                                   fokker_planck=self._fokker_planck_term(sim.field))
+        return {"flow/nll": nll, "flow/fp_residual": float(self._population.last_fp_residual)}
+
+    def _fokker_planck_term(self, field: Any) -> Any:
+        """The average policy's drift and the game's noise, for the flow's Fokker-Planck penalty."""
+        from dedafp.population.fokker_planck import FokkerPlanckTerm, drift_from_step
+        game_config = getattr(self.game, "config", None)
+        dt, sigma = getattr(game_config, "dt", None), getattr(game_config, "sigma", None)
+        if dt is None or sigma is None:
+            raise ValueError(f"flow.fp_penalty needs the game's time step and noise (game.config.dt and "
+                             f"game.config.sigma); {self.game.name!r} has none: set flow.fp_penalty=0")
+        policy, bound = self.average_policy, self.game.action_bound
+
+        def mean_action(k: int, x: Tensor) -> Tensor:   # differentiable in x: the penalty takes its divergence
+            return policy.distribution(k, x)[0].clamp(-bound, bound)
+
+        return FokkerPlanckTerm(drift_from_step(self.game.step, mean_action, field, self.game.horizon, dt), sigma, dt)
 
     def _keep_best(self, played: Rollout, draws: Tensor, br_field: Any, metrics: dict[str, float]) -> Rollout:
         """Replace the new best response by a stored one that earns more against ``br_field``.
