@@ -33,6 +33,16 @@ def write_json(data: Any, path: Path) -> None:
 
 
 def read_csv_rows(path: str | Path) -> list[dict[str, float]]:
-    """The rows of a numeric CSV as dicts of floats."""
+    """The rows of a numeric CSV as dicts of floats; ``ValueError`` naming the file and line if a row is
+    short, long or not numeric (a truncated file)."""
     with open(path) as handle:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+        reader = csv.DictReader(handle)
+        rows = []
+        for row in reader:
+            try:
+                if None in row or None in row.values():
+                    raise ValueError("wrong number of fields")
+                rows.append({k: float(v) for k, v in row.items()})
+            except ValueError as error:
+                raise ValueError(f"{path} line {reader.line_num} is damaged ({error}); it may be truncated") from None
+        return rows
