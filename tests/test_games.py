@@ -160,3 +160,13 @@ def test_every_committed_result_still_loads(folder):
     mean, std = run.average_policy.distribution(0, x)
     assert mean.shape == (4, run.game.action_dim) and torch.isfinite(mean).all() and (std >= 0).all()
     assert torch.isfinite(run.population.log_prob(x, 0)).all()
+
+
+def test_games_and_policy_types_import_without_the_learners():
+    import subprocess
+    import sys
+    code = ("import sys, dedafp, dedafp.agents.policy, dedafp.envs, gymnasium; "
+            "assert 'dedafp/FourRooms-v0' in gymnasium.registry; "
+            "print(sorted(m for m in ('stable_baselines3', 'dedafp.algorithms') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
