@@ -21,6 +21,7 @@ from dedafp.agents.best_response import BestResponseConfig
 from dedafp.envs.registry import game_spec, is_reference, registered_games
 from dedafp.population.flow import FlowConfig
 from dedafp.population.particles import BANDWIDTH_RULES
+from dedafp.reference.damped import DampedConfig
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class RunConfig:
     best_response: BestResponseConfig = field(default_factory=BestResponseConfig)
     average_policy: AveragePolicyConfig = field(default_factory=AveragePolicyConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
+    damped: DampedConfig = field(default_factory=DampedConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.env, str) or not (self.env in registered_games() or is_reference(self.env)):
@@ -156,7 +158,7 @@ class RunConfig:
 
 
 _SECTION_TYPES = {"fp": FictitiousPlayConfig, "best_response": BestResponseConfig,
-                  "average_policy": AveragePolicyConfig, "flow": FlowConfig}
+                  "average_policy": AveragePolicyConfig, "flow": FlowConfig, "damped": DampedConfig}
 
 
 def _coerce(section_type: type, name: str, value: Any) -> Any:

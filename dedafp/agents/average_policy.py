@@ -12,15 +12,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dedafp.common.validation import Rule, validated
 from dedafp.envs.base import MeanFieldGame
 
 
 @dataclass(frozen=True)
+@validated("average_policy")
 class AveragePolicyConfig:
     """Network and training budget of the behaviour-cloned average policy.
 
@@ -58,6 +61,11 @@ class AveragePolicyConfig:
             average): 0.03-0.06 with ``fixed_std = 0.05``, 0.12-0.35 with a learned spread.
     """
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "hidden": ">= 1", "layers": ">= 1", "steps": ">= 0", "batch_size": ">= 1", "lr": "> 0",
+        "buffer_capacity": ">= 1", "initial_std": "(0, 1)", "beta": "[0, 1]", "components": ">= 1",
+        "fixed_std": "(0, 1)"}
+
     hidden: int = 64
     layers: int = 2
     steps: int = 1500
@@ -71,25 +79,9 @@ class AveragePolicyConfig:
     fixed_std: float | None = None
 
     def __post_init__(self) -> None:
-        for name, minimum in (("hidden", 1), ("layers", 1), ("steps", 0), ("batch_size", 1), ("components", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"average_policy.{name} must be an integer >= {minimum}, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"average_policy.lr must be a finite number > 0, got {self.lr!r}")
-        if not (isinstance(self.initial_std, (int, float)) and 0 < self.initial_std < 1):
-            raise ValueError(f"average_policy.initial_std must be in (0, 1), got {self.initial_std!r}")
-        if not (isinstance(self.beta, (int, float)) and 0 <= self.beta <= 1):
-            raise ValueError(f"average_policy.beta must be in [0, 1], got {self.beta!r}")
-        if self.fixed_std is not None:
-            if not (isinstance(self.fixed_std, (int, float)) and 0 < self.fixed_std < 1):
-                raise ValueError(f"average_policy.fixed_std must be None or in (0, 1), got {self.fixed_std!r}")
-            if self.components != 1:
-                raise ValueError(f"average_policy.fixed_std needs components = 1, got components = {self.components}")
-        if self.buffer_capacity is not None and (not isinstance(self.buffer_capacity, int)
-                                                 or self.buffer_capacity < 1):
-            raise ValueError(f"average_policy.buffer_capacity must be None or an integer >= 1, "
-                             f"got {self.buffer_capacity!r}")
+        """fixed_std needs a single component."""
+        if self.fixed_std is not None and self.components != 1:
+            raise ValueError(f"average_policy.fixed_std needs components = 1, got components = {self.components}")
 
 
 class FictitiousPlayBuffer:
@@ -98,11 +90,22 @@ class FictitiousPlayBuffer:
     A minibatch index first draws an iteration uniformly, then a sample of that iteration, so the
     weighting is right whatever the chunks' sizes. With a ``capacity``, adding the k-th chunk
     subsamples every chunk to at most ``capacity // k`` samples (uniformly, without replacement).
+
+    ``newest_weight`` (None: fictitious play's 1/k, the default) gives the k-th chunk the share
+    ``max(newest_weight, 1/k)`` of the average when it is added, the older ones keeping theirs in
+    proportion (damped fictitious play, :mod:`dedafp.algorithms.damped`); 1 keeps only the newest.
     """
 
-    def __init__(self, capacity: int | None = None, generator: torch.Generator | None = None) -> None:
+    def __init__(self, capacity: int | None = None, generator: torch.Generator | None = None,
+                 newest_weight: float | None = None) -> None:
+        if newest_weight is not None and (isinstance(newest_weight, bool) or not isinstance(newest_weight, (int, float))
+                                          or not (math.isfinite(newest_weight) and 0 < newest_weight <= 1)):
+            raise ValueError(f"newest_weight must be None or a number in (0, 1], got {newest_weight!r}")
         self.capacity = capacity
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.newest_weight = None if newest_weight is None else float(newest_weight)
+        #: Share of each stored iteration in the average (sums to 1; uniform without ``newest_weight``).
+        self.weights: list[float] = []
         self.times: list[Tensor] = []
         self.states: list[Tensor] = []
         self.actions: list[Tensor] = []
@@ -126,6 +129,9 @@ class FictitiousPlayBuffer:
         self.times.append(times.long().cpu())
         self.states.append(states.float().cpu())
         self.actions.append(actions.float().cpu())
+        k = len(self.times)
+        share = 1.0 / k if self.newest_weight is None else max(self.newest_weight, 1.0 / k)
+        self.weights = [(1.0 - share) * w for w in self.weights] + [share]
         if self.capacity is not None:
             share = max(1, self.capacity // len(self.times))
             for i, size in enumerate(self.sizes):
@@ -135,12 +141,16 @@ class FictitiousPlayBuffer:
                         self.times[i][keep], self.states[i][keep], self.actions[i][keep])
 
     def sample(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
-        """A minibatch ``(times, states, actions)`` of ``n`` samples, each iteration weighted 1/k."""
+        """A minibatch ``(times, states, actions)`` of ``n`` samples, iteration j drawn with ``weights[j]``."""
         if not self.times:
             raise RuntimeError("the buffer is empty")
         sizes = torch.tensor(self.sizes)
         offsets = torch.cumsum(sizes, 0) - sizes
-        iteration = torch.randint(len(self.times), (n,), generator=self.generator)
+        if self.newest_weight is None:
+            iteration = torch.randint(len(self.times), (n,), generator=self.generator)
+        else:
+            iteration = torch.multinomial(torch.tensor(self.weights, dtype=torch.float64), n, replacement=True,
+                                          generator=self.generator)
         within = (torch.rand(n, generator=self.generator) * sizes[iteration]).long()
         index = offsets[iteration] + within
         return torch.cat(self.times)[index], torch.cat(self.states)[index], torch.cat(self.actions)[index]
@@ -148,13 +158,18 @@ class FictitiousPlayBuffer:
     def state_dict(self) -> dict:
         """The stored samples and the sampler's generator state."""
         return {"times": self.times, "states": self.states, "actions": self.actions,
-                "capacity": self.capacity, "generator": self.generator.get_state()}
+                "capacity": self.capacity, "generator": self.generator.get_state(),
+                "newest_weight": self.newest_weight, "weights": self.weights}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned."""
         self.times, self.states, self.actions = state["times"], state["states"], state["actions"]
         self.capacity = state["capacity"]
         self.generator.set_state(state["generator"])
+        # Checkpoints written before the weighting option hold uniform buffers.
+        self.newest_weight = state.get("newest_weight")
+        k = len(self.times)
+        self.weights = state["weights"] if "weights" in state else [1.0 / k for _ in range(k)]
 
 
 class AveragePolicy(nn.Module):
