@@ -22,7 +22,11 @@ def gaussian_w2(mean_a: np.ndarray, cov_a: np.ndarray, mean_b: np.ndarray, cov_b
 
 def sliced_w2(x: Tensor, y: Tensor, projections: int = 256, generator: torch.Generator | None = None) -> float:
     """Sliced W2 between two equal-size samples ``[n, d]``: root mean over random directions of
-    the exact 1-D W2² (sorted samples). In 1-D it is the exact empirical W2."""
+    the exact 1-D W2² (sorted samples). In 1-D it is the exact empirical W2.
+
+    :func:`sliced_w2_to_sample` with ``levels = n`` (where the quantile rule is exact) and ``projections``
+    random unit directions.
+    """
     if x.shape != y.shape:
         raise ValueError(f"samples must have equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
     d = x.shape[1]
@@ -31,9 +35,24 @@ def sliced_w2(x: Tensor, y: Tensor, projections: int = 256, generator: torch.Gen
     else:
         directions = torch.randn(projections, d, generator=generator, device=x.device, dtype=x.dtype)
         directions = directions / directions.norm(dim=1, keepdim=True)
-    px, _ = torch.sort(x @ directions.T, dim=0)
-    py, _ = torch.sort(y @ directions.T, dim=0)
-    return float(((px - py) ** 2).mean().sqrt())
+    return float(sliced_w2_to_sample(x.unsqueeze(0), y, directions, levels=x.shape[0])[0])
+
+
+def sliced_w2_to_sample(x: Tensor, reference: Tensor, directions: Tensor, levels: int = 4096) -> Tensor:
+    """Sliced W2 between each episode's empirical law ``x`` ``[E, N, d]`` and a sample ``reference`` ``[M, d]``.
+
+    Per direction (``directions`` ``[P, d]``, unit rows) the 1-D W2² between the two quantile functions, by
+    the midpoint rule at ``levels`` points (k + ½) / levels (exact when levels is a multiple of both N and
+    M; otherwise a quadrature error of order 1 / levels); root of the mean over directions. Computed in the
+    dtype of ``x``, ``reference`` and ``directions``. Returns ``[E]``.
+    """
+    def quantiles(sorted_values: Tensor, size: int) -> Tensor:
+        index = ((torch.arange(levels, dtype=torch.float64) + 0.5) * size / levels).long().clamp(max=size - 1)
+        return sorted_values.index_select(-2, index.to(sorted_values.device))
+
+    ref = quantiles(torch.sort(reference @ directions.T, dim=0).values, reference.shape[0])   # [L, P]
+    proj = quantiles(torch.sort(x @ directions.T, dim=1).values, x.shape[1])                  # [E, L, P]
+    return (proj - ref).square().mean(1).mean(1).sqrt()
 
 
 def moments(x: Tensor) -> tuple[np.ndarray, np.ndarray]:

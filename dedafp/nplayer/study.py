@@ -22,7 +22,6 @@ over t (beside it, the same distance for N independent samples of the flow: the 
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -39,10 +38,17 @@ import torch
 from torch import Tensor
 
 from dedafp.agents.policy import Policy, act
+from dedafp.common.files import write_json
+from dedafp.common.stats import write_csv
 from dedafp.envs.base import MeanFieldGame
 from dedafp.envs.lq import LQGame
+from dedafp.metrics import sliced_w2_to_sample
+from dedafp.nplayer.config import SimulationConfig
+from dedafp.nplayer.simulate import simulate
 from dedafp.run import Run, load_run
-from dedafp.nplayer.simulate import SimulationConfig, simulate
+
+__all__ = ["single_run", "throughput_study", "density_error_study", "mean_field_study", "plot_mean_field",
+           "best_response_deviator", "GridBestResponse", "slice_directions", "sliced_w2_to_sample"]
 
 DEFAULT_OUT = Path("results/simulate")
 THROUGHPUT_AGENTS = (1_000, 10_000, 100_000, 1_000_000)
@@ -138,21 +144,13 @@ def throughput_study(run_path: str | Path, agents: tuple[int, ...] = THROUGHPUT_
     run = load_run(run_path)
     summary = {"run": str(run_path), "env": run.config.env, "torch_threads": threads, "repeats": repeats,
                "memory": "peak resident set size of the measuring process (ru_maxrss), MiB", "rows": rows}
-    (out / "throughput.json").write_text(json.dumps(summary, indent=2))
-    _write_csv(out / "throughput.csv", rows, ("backend", "workers", "agents", "density", "device", "steps",
+    write_json(summary, out / "throughput.json")
+    write_csv(out / "throughput.csv", rows, ("backend", "workers", "agents", "density", "device", "steps",
                                               "seconds_median", "cpu_seconds_median", "agent_steps_per_second",
                                               "peak_rss_mb",
                                               "rss_before_mb", "setup_seconds"))
     _plot_throughput(summary, out / "throughput.png")
     return out / "throughput.json"
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        for row in rows:
-            writer.writerow([row.get(c, "") for c in columns])
 
 
 def _plot_throughput(summary: dict[str, Any], path: Path) -> None:
@@ -193,7 +191,7 @@ def density_error_study(run_path: str | Path, agents: int = 2000, resolutions: t
     of μ^{-i} (median, 99th percentile, max) and the absolute error of c_M log(μ^{-i} + ε), the reward's
     density term. Writes ``density_error_<env>.json``.
     """
-    from dedafp.nplayer.simulate import empirical_log_density, exact_others_log_density
+    from dedafp.nplayer.density import empirical_log_density, exact_others_log_density
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -225,7 +223,7 @@ def density_error_study(run_path: str | Path, agents: int = 2000, resolutions: t
     summary = {"run": str(run_path), "env": run.config.env, "agents": agents, "seed": seed,
                "bandwidth_rule": "scott: (N - 1)^(-1/(d+4)) x per-coordinate standard deviation", "rows": rows}
     path = out / f"density_error_{run.config.env}.json"
-    path.write_text(json.dumps(summary, indent=2))
+    write_json(summary, path)
     return path
 
 
@@ -259,15 +257,16 @@ def best_response_deviator(run: Run, seed: int = 0) -> tuple[Policy, dict[str, A
     """
     game, policy = run.game, run.average_policy
     if isinstance(game, LQGame):
-        from dedafp.reference.riccati_responder import AffineTorchPolicy
         from dedafp.reference import lq
+        from dedafp.reference.riccati_responder import AffineTorchPolicy
         evaluation = lq.monte_carlo_exploitability(game.config, policy.distribution, 100_000, seed=seed)
         exploitability = evaluation.exploitability
         response = lq.best_response(game.config, exploitability.mean_flow)
         limit = {"value": exploitability.exploitability, "se": exploitability.std_error,
                  "label": "exploitability of the policy (exact best response, 10⁵-agent Monte Carlo)"}
         return AffineTorchPolicy(response.policy, game.action_bound), limit
-    from dedafp.reference.grid import build_grid, default_grid_config
+    from dedafp.reference.grid import default_grid_config
+    from dedafp.reference.grid_kernel import build_grid
     from dedafp.reference.grid_scoring import score_policy
     grid = build_grid(game, default_grid_config(game.name))
     generator = torch.Generator().manual_seed(seed)
@@ -290,26 +289,9 @@ def slice_directions(dim: int, count: int = 16, seed: int = 0) -> Tensor:
     return directions / directions.norm(dim=1, keepdim=True)
 
 
-def sliced_w2_to_sample(x: Tensor, reference: Tensor, directions: Tensor, levels: int = 4096) -> Tensor:
-    """Sliced W2 between each episode's empirical law ``x`` ``[E, N, d]`` and a large sample ``reference`` ``[M, d]``.
-
-    Per direction the 1-D W2² between the two quantile functions, by the midpoint rule at ``levels`` points
-    (k + ½) / levels (exact when levels is a multiple of both N and M; otherwise a quadrature error of order
-    1 / levels); root of the mean over directions (as :func:`dedafp.metrics.sliced_w2`, for unequal sizes).
-    Returns ``[E]``.
-    """
-    def quantiles(sorted_values: Tensor, size: int) -> Tensor:
-        index = ((torch.arange(levels, dtype=torch.float64) + 0.5) * size / levels).long().clamp(max=size - 1)
-        return sorted_values.index_select(-2, index)
-
-    ref = quantiles(torch.sort(reference.float() @ directions.T, dim=0).values, reference.shape[0])   # [L, P]
-    proj = quantiles(torch.sort(x.float() @ directions.T, dim=1).values, x.shape[1])                  # [E, L, P]
-    return (proj - ref).square().mean(1).mean(1).sqrt()
-
-
 def _time_averaged_distance(states: Tensor, references: list[Tensor], directions: Tensor) -> Tensor:
     """Mean over t of the sliced W2 of ``states`` ``[T+1, E, N, d]`` to ``references[t]``. Returns ``[E]``."""
-    return torch.stack([sliced_w2_to_sample(states[t], references[t], directions)
+    return torch.stack([sliced_w2_to_sample(states[t].float(), references[t].float(), directions)
                         for t in range(len(references))]).mean(0)
 
 
@@ -382,8 +364,8 @@ def mean_field_study(run_path: str | Path, agents: tuple[int, ...] = MEAN_FIELD_
                f"{reference_samples} flow samples, averaged over t = 0..{T}",
                "large_agents": large_agents, "large_agents_distance": floor, "budget": budget, "rows": rows,
                "seconds": time.perf_counter() - started}
-    (out / f"mean_field_{run.config.env}.json").write_text(json.dumps(summary, indent=2))
-    _write_csv(out / f"mean_field_{run.config.env}.csv", rows,
+    write_json(summary, out / f"mean_field_{run.config.env}.json")
+    write_csv(out / f"mean_field_{run.config.env}.csv", rows,
                ("agents", "episodes_per_seed", "seeds", "distance_mean", "distance_se", "iid_distance_mean",
                 "iid_distance_se", "gain_mean", "gain_se"))
     plot_mean_field(out)

@@ -11,6 +11,11 @@ after the kernel is exact on the grid: forward propagation of a policy's mass, b
 (policy evaluation and best response), exploitability, fictitious play and online mirror descent.
 The density of a cell is its mass divided by its area (walls have no cells, hence no mass).
 
+This module holds the discretised game (:class:`GridConfig`, :class:`GridMFG` and its exact dynamic
+programming, :class:`GridPopulation`); :mod:`~dedafp.reference.grid_kernel` builds it (:func:`build_grid`)
+and :mod:`~dedafp.reference.grid_solvers` holds fictitious play and mirror descent on it. Their names are
+importable from here too.
+
 Usage::
 
     from dedafp.envs.four_rooms import FourRoomsGame
@@ -24,9 +29,8 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
-import logging
+import importlib
 import math
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Protocol, final
@@ -40,7 +44,23 @@ from torch import Tensor
 from dedafp.envs.base import check_overrides
 from dedafp.population.base import PopulationModel
 
-logger = logging.getLogger(__name__)
+__all__ = ["GridGame", "GridConfig", "default_grid_config", "Exploitability", "GridMFG", "GridPopulation",
+           "flat_cell_index"]
+
+#: Names that live in the kernel and solver modules, importable from here as before the split.
+_MOVED = {"build_grid": "dedafp.reference.grid_kernel", "GridIterate": "dedafp.reference.grid_solvers",
+          "GridFictitiousPlay": "dedafp.reference.grid_solvers", "GridMirrorDescent": "dedafp.reference.grid_solvers"}
+
+
+def __getattr__(name: str) -> Any:
+    # Resolved on first use: those modules import this one.
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MOVED])
 
 
 class GridGame(Protocol):
@@ -303,147 +323,6 @@ def flat_cell_index(coords: np.ndarray, cells: int) -> np.ndarray:
     return (coords * cells ** np.arange(coords.shape[1])).sum(-1)
 
 
-def _lattice_line(config: GridConfig, bound: float) -> np.ndarray:
-    """The velocities of one action dimension: ``config.velocities`` points evenly on [-bound, bound]."""
-    return np.linspace(-bound, bound, config.velocities) if config.velocities > 1 else np.zeros(1)
-
-
-def _lattice(config: GridConfig, bound: float, dim: int) -> np.ndarray:
-    """The velocity lattice ``[A, dim]``, dimension 0 slowest."""
-    line = _lattice_line(config, bound)
-    return np.stack(np.meshgrid(*[line] * dim, indexing="ij"), -1).reshape(-1, dim)
-
-
-def _free_cells(game: GridGame, config: GridConfig) -> np.ndarray:
-    """Coordinates ``[S, d]`` of the free cells, x fastest; raises if a cell is partly a wall."""
-    n, d = config.cells, game.state_dim
-    h = 1.0 / n
-    coords = np.stack(np.meshgrid(*[np.arange(n)] * d, indexing="ij"), -1).reshape(-1, d)[:, ::-1]
-    # Test points: a grid of 4 per dimension, from just inside one face to just inside the other.
-    offsets = np.linspace(1e-6, 1 - 1e-6, 4)
-    probe = np.stack(np.meshgrid(*[offsets] * d, indexing="ij"), -1).reshape(-1, d)
-    points = (coords[:, None, :] + probe[None]) * h
-    free = game.in_free_space(torch.as_tensor(points.reshape(-1, d))).numpy().reshape(len(coords), -1)
-    mixed = free.any(1) & ~free.all(1)
-    if mixed.any():
-        raise ValueError(f"cells={n} cuts {int(mixed.sum())} cells across a wall of {game.name}; use a number "
-                         "of cells that puts every wall on cell boundaries (for four_rooms: a multiple of 11)")
-    return np.ascontiguousarray(coords[free.all(1)])
-
-
-def _initial_mass(game: GridGame, cell_coords: np.ndarray, h: float) -> np.ndarray:
-    """Mass of the uniform initial law in each cell (exact overlap of axis-aligned boxes)."""
-    low = np.atleast_1d(np.asarray(game.config.init_low, dtype=np.float64))
-    high = np.atleast_1d(np.asarray(game.config.init_high, dtype=np.float64))
-    lo_cell = cell_coords * h
-    overlap = np.clip(np.minimum(lo_cell + h, high) - np.maximum(lo_cell, low), 0.0, None)
-    mass = np.prod(overlap / (high - low), axis=1)
-    if not math.isclose(mass.sum(), 1.0, abs_tol=1e-9):
-        raise ValueError(f"the initial box of {game.name} puts mass {mass.sum():.6f} on free cells, not 1")
-    return mass
-
-
-def build_grid(game: GridGame, config: GridConfig, chunk_points: int = 1_000_000) -> GridMFG:
-    """Discretise ``game`` on the grid of ``config``: free cells, velocity lattice, kernel, initial mass.
-
-    Args:
-        game: a game with the :class:`GridGame` methods (``FourRoomsGame``, ``BeachBarGame``).
-        config: the discretisation.
-        chunk_points: (source point, sub-cell) pairs whose move is resolved in one batch (memory bound).
-            Moves are resolved in float32: every point is at least h / (2 max(source_points,
-            target_points)) away from a cell boundary.
-
-    Returns:
-        The grid game, with a CSR kernel whose rows sum to 1.
-    """
-    started = time.perf_counter()
-    d, n = game.state_dim, config.cells
-    if not 1 <= d <= 3 or game.action_dim != d:
-        raise ValueError(f"the grid solver needs state_dim = action_dim in 1..3, got {d} and {game.action_dim}")
-    noise = float(game.config.noise_scale)
-    if not noise > 0:
-        raise ValueError(f"the grid kernel integrates a Gaussian step; {game.name} needs sigma > 0, got noise "
-                         f"scale {noise}")
-    h, dt = 1.0 / n, float(game.config.dt)
-    q, r = config.source_points, config.target_points
-    cell_coords = _free_cells(game, config)
-    num_states = len(cell_coords)
-    velocities = _lattice(config, game.action_bound, d)
-    line = _lattice_line(config, game.action_bound)
-
-    # Window of target cells around the source cell: the largest drift plus `tail` noise deviations.
-    radius = math.ceil((game.action_bound * dt + config.tail * noise) / h) + 1
-    side = 2 * radius + 1
-    window_cells = side ** d
-    edges = (-radius + np.arange(side * r + 1) / r) * h                   # sub-cell edges, 1-D
-    source = (np.arange(q) + 0.5) / q * h                                  # source offsets, 1-D
-    # 1-D Gaussian masses of the sub-cells, [q, velocities, side * r], exact and renormalised.
-    z = (edges[None, None, :] - source[:, None, None] - line[None, :, None] * dt) / noise
-    mass_1d = np.diff(ndtr(z), axis=-1)
-    mass_1d /= mass_1d.sum(-1, keepdims=True)
-    # Per action, the weight of (source point j, sub-cell k), j and k flattened with dim 0 slowest.
-    lattice_index = np.stack(np.meshgrid(*[np.arange(config.velocities)] * d, indexing="ij"), -1).reshape(-1, d)
-    weights = []
-    for index in lattice_index:
-        w = mass_1d[:, index[0], :]
-        for k in range(1, d):
-            w = np.multiply.outer(w, mass_1d[:, index[k], :])              # [q, K, q, K, ...]
-        axes = list(range(0, 2 * d, 2)) + list(range(1, 2 * d, 2))
-        weights.append(w.transpose(axes).reshape(q ** d, -1) / q ** d)
-    weights = np.stack(weights)                                            # [A, q^d, (side r)^d]
-
-    def grid_of(values: np.ndarray) -> np.ndarray:
-        return np.stack(np.meshgrid(*[values] * d, indexing="ij"), -1).reshape(-1, d)
-
-    source_points = grid_of(source)                                        # [q^d, d], offsets in the cell
-    sub_centres = grid_of((edges[:-1] + edges[1:]) / 2)                    # [(side r)^d, d], from the cell corner
-    lookup = np.full(n ** d, -1, dtype=np.int64)                           # flat cell -> state
-    lookup[flat_cell_index(cell_coords, n)] = np.arange(num_states)
-    pairs_per_cell = len(source_points) * len(sub_centres)
-    cells_per_chunk = max(1, chunk_points // pairs_per_cell)
-    weights_t = weights.reshape(len(velocities), pairs_per_cell).T.copy()  # [q^d K, A]
-    source_t = torch.as_tensor(source_points, dtype=torch.float32)
-    sub_t = torch.as_tensor(sub_centres, dtype=torch.float32)
-    place = torch.as_tensor(side ** np.arange(d - 1, -1, -1))             # window offset -> flat, dim 0 slowest
-    rows, cols, vals = [], [], []
-    for lo in range(0, num_states, cells_per_chunk):
-        coords = cell_coords[lo:lo + cells_per_chunk]                      # [c, d]
-        c = len(coords)
-        coords_t = torch.as_tensor(coords)
-        corner = coords_t.float() * h
-        start = (corner[:, None, None, :] + source_t[None, :, None, :]).expand(c, len(source_t), len(sub_t), d)
-        target = (corner[:, None, None, :] + sub_t[None, None, :, :]).expand(c, len(source_t), len(sub_t), d)
-        landed = game.move(start.reshape(-1, d), target.reshape(-1, d))
-        landed_coords = torch.floor(landed.double() / h).long().clamp_(0, n - 1)
-        offset = landed_coords.reshape(c, pairs_per_cell, d) - coords_t[:, None, :] + radius
-        if offset.min() < 0 or offset.max() >= side:
-            raise AssertionError("a move landed outside the kernel window")
-        key = (torch.arange(c)[:, None] * window_cells + (offset * place).sum(-1)).reshape(-1).numpy()
-        # Mass from each source cell to each window cell, for every velocity at once.
-        incidence = sp.csr_matrix((np.ones(key.size), (key, np.tile(np.arange(pairs_per_cell), c))),
-                                  shape=(c * window_cells, pairs_per_cell))
-        totals = np.asarray(incidence @ weights_t)                          # [c * window, A]
-        flat, action = np.nonzero(totals > config.prune)
-        cell, off = np.divmod(flat, window_cells)
-        dest = coords[cell] + np.stack(np.unravel_index(off, (side,) * d), -1) - radius
-        inside = np.all((dest >= 0) & (dest < n), axis=1)
-        dest_state = np.where(inside, lookup[flat_cell_index(np.clip(dest, 0, n - 1), n)], -1)
-        if (dest_state < 0).any():
-            raise AssertionError("kernel mass landed in a wall or outside the grid")
-        rows.append((lo + cell) * len(velocities) + action)
-        cols.append(dest_state)
-        vals.append(totals[flat, action])
-    kernel = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                           shape=(num_states * len(velocities), num_states))
-    row_sums = np.asarray(kernel.sum(1)).ravel()
-    kernel = sp.diags(1.0 / row_sums) @ kernel                             # undo pruning: rows sum to 1
-    kernel = kernel.tocsr()
-    seconds = time.perf_counter() - started
-    logger.info("grid kernel for %s: %d states x %d velocities, %d entries, pruned mass <= %.1e, %.2f s",
-                game.name, num_states, len(velocities), kernel.nnz, float(1 - row_sums.min()), seconds)
-    return GridMFG(game, config, cell_coords, velocities, kernel, _initial_mass(game, cell_coords, h), seconds)
-
-
 # ---- population model of a grid flow ---------------------------------------------------------------
 
 @final
@@ -500,149 +379,3 @@ class GridPopulation(PopulationModel):
     def mean(self, t: int) -> Tensor:
         t = self._check_t(t)
         return (self.mass[t] @ self._centres).float()
-
-
-# ---- algorithms -----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class GridIterate:
-    """Metrics of a grid solver after an iteration.
-
-    Attributes:
-        iteration: number of updates done (0: the initial uniform policy).
-        exploitability: exact exploitability of the current policy.
-        policy_value: J(π; μ^π).
-        best_response_value: J(BR; μ^π).
-        seconds: wall time of this iteration.
-    """
-
-    iteration: int
-    exploitability: float
-    policy_value: float
-    best_response_value: float
-    seconds: float
-
-
-@final
-class GridFictitiousPlay:
-    """Exact fictitious play on the grid, started from the uniform policy.
-
-    Iteration k computes the best response BR_k to the current average's flow and averages it in with
-    weight 1/(k+1), weighting policies by their occupancy so that the average's flow is the average of
-    flows (the uniform policy keeps weight 1/(k+1)). Each record reports the new average's exploitability.
-    """
-
-    def __init__(self, grid: GridMFG) -> None:
-        self.grid = grid
-        self._iteration = 0
-        self._policy = grid.uniform_policy()
-        self._mass: np.ndarray | None = None
-        self._score: Exploitability | None = None
-
-    @property
-    def policy(self) -> np.ndarray:
-        """The current average policy ``[T, S, A]`` (read-only view)."""
-        view = self._policy.view()
-        view.flags.writeable = False
-        return view
-
-    @property
-    def mass(self) -> np.ndarray:
-        """The current average policy's flow ``[T+1, S]``."""
-        return self._current().mass
-
-    def _current(self) -> Exploitability:
-        if self._score is None:
-            self._score = self.grid.exploitability(self._policy, self._mass)
-            self._mass = self._score.mass
-        return self._score
-
-    def evaluate(self) -> GridIterate:
-        """The current average's record without updating it."""
-        started = time.perf_counter()
-        score = self._current()
-        return GridIterate(self._iteration, score.exploitability, score.policy_value, score.best_response_value,
-                           time.perf_counter() - started)
-
-    def iteration(self) -> GridIterate:
-        """One fictitious-play update; returns the new average's record."""
-        started = time.perf_counter()
-        score = self._current()
-        best = self.grid.one_hot(score.best_response)
-        best_mass = self.grid.forward(best)
-        weight = 1.0 / (self._iteration + 2)
-        old = (1 - weight) * score.mass[:-1, :, None]
-        new = weight * best_mass[:-1, :, None]
-        total = old + new
-        mixed = (old * self._policy + new * best) / np.where(total > 0, total, 1.0)
-        plain = (1 - weight) * self._policy + weight * best
-        self._policy = np.where(total > 0, mixed, plain)
-        self._mass = (1 - weight) * score.mass + weight * best_mass
-        self._score = None
-        self._iteration += 1
-        score = self._current()
-        return GridIterate(self._iteration, score.exploitability, score.policy_value, score.best_response_value,
-                           time.perf_counter() - started)
-
-
-@final
-class GridMirrorDescent:
-    """Online mirror descent on the grid (Pérolat et al., 2022), started from the uniform policy.
-
-    Each iteration evaluates the current policy against its own flow and accumulates its Q-function,
-    ``y += learning_rate * Q^{π_k, μ^{π_k}}``; the next policy is ``softmax(y)`` per (t, state).
-    """
-
-    def __init__(self, grid: GridMFG, learning_rate: float = 1.0) -> None:
-        if not (isinstance(learning_rate, (int, float)) and math.isfinite(learning_rate) and learning_rate > 0):
-            raise ValueError(f"learning_rate must be a finite number > 0, got {learning_rate!r}")
-        self.grid = grid
-        self.learning_rate = float(learning_rate)
-        self._iteration = 0
-        self._logits = np.zeros((grid.horizon, grid.num_states, grid.num_actions))
-        self._policy = grid.uniform_policy()
-        self._state: tuple[Exploitability, np.ndarray] | None = None
-
-    @property
-    def policy(self) -> np.ndarray:
-        """The current policy ``[T, S, A]`` (read-only view)."""
-        view = self._policy.view()
-        view.flags.writeable = False
-        return view
-
-    @property
-    def mass(self) -> np.ndarray:
-        """The current policy's flow ``[T+1, S]``."""
-        return self._current()[0].mass
-
-    def _current(self) -> tuple[Exploitability, np.ndarray]:
-        if self._state is None:
-            grid = self.grid
-            mass = grid.forward(self._policy)
-            running, terminal = grid.rewards(mass)
-            q, v = grid.evaluate(self._policy, running, terminal)
-            actions, v_best = grid.best_response(running, terminal)
-            value, best_value = float(grid.initial_mass @ v[0]), float(grid.initial_mass @ v_best[0])
-            self._state = (Exploitability(best_value - value, value, best_value, mass, actions), q)
-        return self._state
-
-    def evaluate(self) -> GridIterate:
-        """The current policy's record without updating it."""
-        started = time.perf_counter()
-        score = self._current()[0]
-        return GridIterate(self._iteration, score.exploitability, score.policy_value, score.best_response_value,
-                           time.perf_counter() - started)
-
-    def iteration(self) -> GridIterate:
-        """One mirror-descent update; returns the new policy's record."""
-        started = time.perf_counter()
-        _, q = self._current()
-        self._logits += self.learning_rate * q
-        z = self._logits - self._logits.max(-1, keepdims=True)
-        p = np.exp(z)
-        self._policy = p / p.sum(-1, keepdims=True)
-        self._state = None
-        self._iteration += 1
-        score = self._current()[0]
-        return GridIterate(self._iteration, score.exploitability, score.policy_value, score.best_response_value,
-                           time.perf_counter() - started)
