@@ -87,7 +87,7 @@ def test_the_weight_rejects_bad_values(bad):
 
 def test_the_weight_resolves_to_the_measured_choice_or_warns():
     assert damped_weight(load_config("lq2d")) == 1.0
-    assert damped_weight(load_config("beach_bar")) == 0.2
+    assert damped_weight(load_config("beach_bar")) == 0.25
     assert damped_weight(load_config("beach_bar", overrides=["damped.weight=0.7"])) == 0.7
     with pytest.warns(UserWarning, match="no weight was measured for 'four_rooms'"):
         damped_weight(load_config("four_rooms"))

@@ -40,7 +40,7 @@ import numpy as np
 if TYPE_CHECKING:
     from dedafp.envs.lq import LQConfig
     from dedafp.reference import lq
-    from dedafp.reference.grid import Exploitability, GridMFG
+    from dedafp.reference.grid import Exploitability, GridIterate, GridMFG
 
 __all__ = ["DampedConfig", "check_weight", "damped_weights", "newest_weight", "DampedTrace",
            "exact_damped_fictitious_play", "GridDampedFictitiousPlay"]
@@ -63,7 +63,7 @@ class DampedConfig:
         weight: α in (0, 1], the least share of the newest best response in the average: the k-th
             gets ``max(α, 1/k)``. 1: fixed-point iteration (the latest best response only); small:
             fictitious play for the first 1/α iterations. None (default): the game's measured
-            choice (:data:`dedafp.algorithms.damped.MEASURED_WEIGHTS`: lq1d, lq2d 1; beach bar 0.2),
+            choice (:data:`dedafp.algorithms.damped.MEASURED_WEIGHTS`: lq1d, lq2d 1; beach bar 0.25),
             else :data:`~dedafp.algorithms.damped.FALLBACK_WEIGHT` with a warning.
     """
 

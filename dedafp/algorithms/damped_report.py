@@ -1,0 +1,187 @@
+"""The damped fictitious play study of ``results/omd/``: exact-parts sweeps, the table and the figure.
+
+* :func:`exact_sweep`: exploitability against iteration of damped fictitious play with exact parts for
+  a list of weights α (LQ: :func:`~dedafp.reference.damped.exact_damped_fictitious_play`; a density
+  game: :class:`~dedafp.reference.damped.GridDampedFictitiousPlay` on its default grid), beside exact
+  fictitious play and, on a grid, online mirror descent. This is what chose each game's α.
+* :func:`write_report`: from run folders (deep parts), the table (mean ± sd over seeds at given k,
+  seconds per iteration) and the figure (exploitability against iteration and against wall-clock,
+  every algorithm, the exact-parts curves dashed).
+
+Usage::
+
+    python -m dedafp.algorithms.damped_report sweep --out results/omd
+    python -m dedafp.algorithms.damped_report report --out results/omd \\
+        --runs "lq2d:damped_fp α=1:runs/omd/lq2d_damped1_s*" "lq2d:DEDA-FP:runs/omd/lq2d_dedafp_s*"
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["exact_sweep", "write_sweep", "write_report", "main"]
+
+#: Weights of the exact sweep (α = 1: fixed point).
+SWEEP_WEIGHTS = (0.1, 0.2, 0.25, 0.3, 0.5, 0.7, 1.0)
+#: The metric each kind of game is scored by.
+_METRIC = {"lq": "fp/exploitability", "grid": "fp/grid_exploitability"}
+
+
+def exact_sweep(game: str, iterations: int = 20, weights: Sequence[float] = SWEEP_WEIGHTS,
+                omd_learning_rate: float = 10.0) -> dict[str, list[float]]:
+    """Exact-parts exploitability ``[iterations + 1]`` per method: ``fp``, ``damped α=...`` (and ``omd`` on a grid)."""
+    from dedafp.reference.damped import GridDampedFictitiousPlay, exact_damped_fictitious_play
+    curves: dict[str, list[float]] = {}
+    if game in ("lq1d", "lq2d"):
+        from dedafp.envs.lq import lq_preset
+        from dedafp.reference import lq
+        config = lq_preset(game)
+        curves["fp"] = lq.exact_fictitious_play(config, iterations).exploitability.tolist()
+        for w in weights:
+            curves[f"damped α={w:g}"] = exact_damped_fictitious_play(config, iterations, w).exploitability.tolist()
+        return curves
+    from dedafp.envs.registry import make_game
+    from dedafp.reference.grid import GridFictitiousPlay, GridMirrorDescent, build_grid, default_grid_config
+    grid = build_grid(make_game(game), default_grid_config(game))
+    solvers = {"fp": GridFictitiousPlay(grid), "omd": GridMirrorDescent(grid, omd_learning_rate)}
+    solvers.update({f"damped α={w:g}": GridDampedFictitiousPlay(grid, w) for w in weights})
+    for name, solver in solvers.items():
+        curves[name] = [solver.evaluate().exploitability] + [solver.iteration().exploitability
+                                                             for _ in range(iterations)]
+    return curves
+
+
+def write_sweep(out: Path, games: Sequence[str] = ("lq1d", "lq2d", "beach_bar"), iterations: int = 20) -> Path:
+    """``out/exact_sweep.csv`` (game, method, k, exploitability) and ``exact_sweep.md`` (k = 5, 10, 20)."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows, lines = [], ["| game | method (exact parts) | k = 5 | k = 10 | k = 20 |", "|---|---|---:|---:|---:|"]
+    for game in games:
+        curves = exact_sweep(game, iterations)
+        for method, curve in curves.items():
+            rows += [(game, method, k, value) for k, value in enumerate(curve)]
+            cells = " | ".join(f"{curve[k]:.3g}" for k in (5, 10, 20) if k < len(curve))
+            lines.append(f"| {game} | {method} | {cells} |")
+    path = out / "exact_sweep.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["game", "method", "k", "exploitability"])
+        writer.writerows(rows)
+    (out / "exact_sweep.md").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _read(run: Path) -> list[dict[str, float]]:
+    with (run / "metrics.csv").open() as f:
+        return [{k: float(v) if v not in ("", None) else math.nan for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _curve(rows: list[dict[str, float]], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Iterations, the metric and the cumulative wall-clock (s) of the evaluated rows."""
+    k = np.array([r["iteration"] for r in rows])
+    wall = np.cumsum([r.get("time/iteration", math.nan) for r in rows])
+    value = np.array([r.get(metric, math.nan) for r in rows])
+    keep = np.isfinite(value)
+    return k[keep], value[keep], wall[keep]
+
+
+def write_report(out: Path, specs: Sequence[str], at: Sequence[int] = (5, 10, 20)) -> dict:
+    """Table (``table.md``, ``table.csv``, ``summary.json``) and figure (``curves.png``) from run folders.
+
+    Each spec is ``game:label:glob`` (one run folder per seed). The exact-parts curve of each run's
+    loop (``reference/exact_damped_exploitability``, or ``reference/exact_fp_exploitability`` for
+    fictitious play) is drawn dashed.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    groups: dict[str, list[tuple[str, list[Path]]]] = {}
+    for spec in specs:
+        game, label, pattern = spec.split(":", 2)
+        runs = sorted(Path(p) for p in glob.glob(pattern) if (Path(p) / "metrics.csv").exists())
+        if not runs:
+            raise FileNotFoundError(f"no run folder with metrics.csv matches {pattern!r}")
+        groups.setdefault(game, []).append((label, runs))
+    summary: dict = {}
+    header = ["game", "algorithm", "seeds", *[f"k={k}" for k in at], "exact parts k=" + "/".join(map(str, at)),
+              "s per iteration"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(header) - 2)]
+    table_rows = []
+    fig, axes = plt.subplots(len(groups), 2, figsize=(11, 3.6 * len(groups)), squeeze=False)
+    for row, (game, entries) in enumerate(groups.items()):
+        for index, (label, runs) in enumerate(entries):
+            color = f"C{index}"
+            data = [_read(r) for r in runs]
+            metric = _METRIC["grid"] if "fp/grid_exploitability" in data[0][0] else _METRIC["lq"]
+            exact_key = ("reference/exact_damped_exploitability" if "reference/exact_damped_exploitability"
+                         in data[0][0] else "reference/exact_fp_exploitability")
+            values, exact, seconds = {}, {}, []
+            for i, rows in enumerate(data):
+                k, v, wall = _curve(rows, metric)
+                axes[row, 0].plot(k, v, color=color, alpha=0.8, label=label if i == 0 else None)
+                axes[row, 1].plot(wall, v, color=color, alpha=0.8, label=label if i == 0 else None)
+                for kk, vv in zip(k, v, strict=True):
+                    values.setdefault(int(kk), []).append(vv)
+                seconds += [r["time/iteration"] for r in rows[1:] if math.isfinite(r.get("time/iteration", math.nan))]
+                if i == 0:
+                    ke, ve, we = _curve(rows, exact_key)
+                    exact = dict(zip(ke.astype(int).tolist(), ve.tolist(), strict=True))
+                    axes[row, 0].plot(ke, ve, color=color, ls="--", alpha=0.8, label=f"{label}, exact parts")
+            cells = []
+            for k in at:
+                v = values.get(k, [])
+                cells.append(f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else
+                             (f"{v[0]:.3f}" if v else "–"))
+            exact_cells = "/".join(f"{exact[k]:.3g}" if k in exact else "–" for k in at)
+            per_iteration = float(np.mean(seconds)) if seconds else math.nan
+            line = [game, label, str(len(runs)), *cells, exact_cells, f"{per_iteration:.0f}"]
+            lines.append("| " + " | ".join(line) + " |")
+            table_rows.append(line)
+            summary.setdefault(game, {})[label] = {
+                "seeds": len(runs), "runs": [str(r) for r in runs], "metric": metric,
+                "at": {str(k): values.get(k, []) for k in at}, "exact_parts": {str(k): exact.get(k) for k in at},
+                "seconds_per_iteration": per_iteration}
+        for col, xlabel in ((0, "iteration k"), (1, "wall-clock (s, this 2-core shared CPU)")):
+            axes[row, col].set_yscale("log")
+            axes[row, col].set_xlabel(xlabel)
+            axes[row, col].set_ylabel(f"{game}: exploitability")
+            axes[row, col].grid(alpha=0.3)
+        axes[row, 0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    with (out / "table.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(table_rows)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``sweep`` (exact parts) or ``report`` (run folders) into ``--out``."""
+    parser = argparse.ArgumentParser(prog="python -m dedafp.algorithms.damped_report")
+    parser.add_argument("command", choices=("sweep", "report"))
+    parser.add_argument("--out", type=Path, default=Path("results/omd"))
+    parser.add_argument("--runs", nargs="*", default=[], help="game:label:glob of run folders (report)")
+    parser.add_argument("--iterations", type=int, default=20)
+    args = parser.parse_args(argv)
+    if args.command == "sweep":
+        write_sweep(args.out, iterations=args.iterations)
+    else:
+        write_report(args.out, args.runs)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
