@@ -17,7 +17,8 @@ Read back from the run folders, per game and algorithm (mean ± sd over seeds):
 
 Everything the table needs is stored in ``OUT/<env>.json`` (the run folders are not committed), and
 ``OUT/table.md``, ``OUT/table.csv`` and ``OUT/compare.png`` are rebuilt from every ``OUT/<env>.json``
-present, so games run by separate commands with their own seeds and iterations share one table.
+present (:mod:`dedafp.benchmarks.compare_report`), so games run by separate commands with their own seeds
+and iterations share one table.
 
 Usage::
 
@@ -28,8 +29,7 @@ Usage::
 
 from __future__ import annotations
 
-import csv
-import itertools
+import importlib
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -40,9 +40,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from dedafp.common.files import atomic_write
 from dedafp.envs.registry import game_spec, registered_games
+from dedafp.experiments.sweep import RunOutcome, SweepPlan, exploitability_key, parse_grid, plan_sweep, run_sweep
 from dedafp.run import latest_checkpoint, read_metrics
-from dedafp.experiments.sweep import RunOutcome, SweepPlan, _mean_sd, _pm, exploitability_key, parse_grid, plan_sweep, run_sweep
 
 if TYPE_CHECKING:
     from dedafp.agents.best_response import DeterministicPolicy
@@ -65,7 +66,15 @@ GRID_DENSITY = (("ref/tv_max", "total variation to the reference, max over t"),
 #: Keys bench compare sets itself: a --set of them would contradict it.
 _OWN_KEYS = {"algorithm": "bench compare runs all three", "best_response.algorithm": "use --best-response",
              "fp.iterations": "use --iterations"}
-_COLOURS = {"dedafp": "C0", "algo1": "C1", "algo2": "C2"}
+#: The table's names, in :mod:`dedafp.benchmarks.compare_report`, importable from here as before the split.
+_REPORT = ("table_rows", "verdict", "markdown", "plot_compare", "write_table")
+
+
+def __getattr__(name: str) -> Any:
+    # Resolved on first use: the report module imports this one.
+    if name in _REPORT:
+        return getattr(importlib.import_module("dedafp.benchmarks.compare_report"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def comparable_games() -> tuple[str, ...]:
@@ -183,14 +192,15 @@ class RunRecord:
     @property
     def final(self) -> float:
         """The policy's exploitability at the last evaluated iteration."""
-        return _last_finite(self.exploitability)
+        return last_finite(self.exploitability)
 
 
 def _column(rows: list[dict[str, float]], key: str) -> list[float]:
     return [row.get(key, math.nan) for row in rows]
 
 
-def _last_finite(values: list[float]) -> float:
+def last_finite(values: list[float]) -> float:
+    """The last finite value of ``values`` (NaN if none)."""
     finite = [v for v in values if math.isfinite(v)]
     return finite[-1] if finite else math.nan
 
@@ -290,7 +300,7 @@ def collect_env(plan: SweepPlan, grid: GridMFG | None = None) -> list[RunRecord]
         exact_fp = _column(rows, "reference/exact_fp_exploitability") if reference_fp is None \
             else [reference_fp[k] for k in iterations]
         records.append(RunRecord(config.algorithm, seed, iterations, exploitability, evaluator, mixture, exact_fp,
-                                 {k: _last_finite(_column(rows, k)) for k, _ in density_metrics(plan.env)},
+                                 {k: last_finite(_column(rows, k)) for k, _ in density_metrics(plan.env)},
                                  phases, float(summary["wall_clock_seconds"])))
     return records
 
@@ -345,7 +355,7 @@ def save_env_result(result: EnvResult, out: Path) -> Path:
     data = {"env": result.env, "seeds": result.seeds, "iterations": result.iterations,
             "best_response": result.best_response, "overrides": result.overrides, "config": result.config,
             "records": [_plain(vars(record)) for record in result.records]}
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    atomic_write(json.dumps(data, indent=1) + "\n", path)
     return path
 
 
@@ -359,210 +369,6 @@ def load_env_results(out: Path) -> list[EnvResult]:
             records = [RunRecord(**_floats(record)) for record in data.pop("records")]
             results.append(EnvResult(**data, records=records))
     return results
-
-
-# ---- the table ----------------------------------------------------------------------------------------
-
-def _stat(records: list[RunRecord], value: Callable[[RunRecord], float]) -> tuple[float, float]:
-    return _mean_sd([value(r) for r in records])
-
-
-def _curve(records: list[RunRecord], values: Callable[[RunRecord], list[float]]
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Iterations where some run measured ``values``, with the mean and sd (0 for one run) over runs."""
-    k = np.array(sorted({i for r in records for i in r.iterations}), dtype=int)
-    table = np.full((len(records), len(k)), np.nan)
-    for row, record in enumerate(records):
-        table[row, np.searchsorted(k, record.iterations)] = values(record)
-    stats = np.array([_mean_sd(list(column)) for column in table.T]).reshape(-1, 2)
-    measured = np.isfinite(stats[:, 0])
-    return k[measured], stats[measured, 0], np.nan_to_num(stats[measured, 1])
-
-
-def table_rows(results: list[EnvResult]) -> list[dict[str, object]]:
-    """One row per (game, algorithm) with runs: the numbers of ``table.csv`` (seconds: means over seeds)."""
-    rows = []
-    for result in results:
-        for algorithm in ALGORITHMS:
-            mine = result.of(algorithm)
-            if not mine:
-                continue
-            exploitability, exploitability_sd = _stat(mine, lambda r: r.final)
-            mixture, mixture_sd = _stat(mine, lambda r: _last_finite(r.mixture))
-            row: dict[str, object] = {
-                "env": result.env, "algorithm": algorithm, "best_response": result.best_response,
-                "seeds": len(mine), "iterations": result.iterations, "reached": min(r.reached for r in mine),
-                "exploitability_mean": exploitability, "exploitability_sd": exploitability_sd,
-                "evaluator_exploitability_mean": _stat(mine, lambda r: _last_finite(r.evaluator))[0],
-                "mixture_exploitability_mean": mixture, "mixture_exploitability_sd": mixture_sd}
-            for key, _ in density_metrics(result.env):
-                name = key.split("/")[1]
-                row[f"{name}_mean"], row[f"{name}_sd"] = _stat(mine, lambda r, key=key: r.density[key])
-            for phase in (*PHASES, "total"):
-                row[f"time_{phase}_s"] = _stat(mine, lambda r, phase=phase: r.phases[phase])[0]
-            row["time_training_s"] = row["time_total_s"] - row["time_evaluation_s"]
-            row["wall_clock_s"] = _stat(mine, lambda r: r.wall_clock)[0]
-            for k, mean, _ in zip(*_curve(mine, lambda r: r.exploitability), strict=True):
-                row[f"exploitability_k{k}"] = mean
-            rows.append(row)
-    return rows
-
-
-def _paired(result: EnvResult, lower: str, higher: str, value: Callable[[RunRecord], float]) -> str:
-    """How ``lower`` compares with ``higher`` seed by seed (the algorithms share their seeds)."""
-    mine = {r.seed: value(r) for r in result.of(lower)}
-    theirs = {r.seed: value(r) for r in result.of(higher)}
-    seeds = [s for s in mine if s in theirs and math.isfinite(mine[s]) and math.isfinite(theirs[s])]
-    if all(math.isclose(mine[s], theirs[s], rel_tol=1e-9) for s in seeds):
-        # e.g. two kernel estimates of the same initial particles, whose worst t is t = 0
-        return f"{lower} and {higher} tied on every seed"
-    (low, low_sd), (high, high_sd) = _stat(result.of(lower), value), _stat(result.of(higher), value)
-    if len(seeds) < 2:
-        spread = "one seed: no spread to judge by"
-    else:
-        spread = "more than one sd apart" if low + low_sd < high - high_sd else "within one sd"
-    wins = sum(mine[s] < theirs[s] for s in seeds)
-    return f"{lower} below {higher} on {wins} of {len(seeds)} seed{'s' * (len(seeds) > 1)} ({spread})"
-
-
-def _ranking(result: EnvResult, label: str, value: Callable[[RunRecord], float], unit: str = "") -> str:
-    """``label: best < second < third`` (mean ± sd over seeds), then each neighbouring pair seed by seed."""
-    stats = {a: _stat(result.of(a), value) for a in ALGORITHMS if result.of(a)}
-    ranked = sorted((a for a, (mean, _) in stats.items() if math.isfinite(mean)), key=lambda a: stats[a][0])
-    if len(ranked) < 2:
-        return f"{label}: fewer than two algorithms measured"
-    order = " < ".join(f"{f'**{a}**' if i == 0 else a} ({_pm(*stats[a])}{unit})" for i, a in enumerate(ranked))
-    pairs = [_paired(result, lower, higher, value) for lower, higher in itertools.pairwise(ranked)]
-    return f"{label}: {order}; " + "; ".join(pairs)
-
-
-def verdict(result: EnvResult) -> list[str]:
-    """Which algorithm wins on what in one game: exploitability, each density error, training time."""
-    lines = [_ranking(result, "final exploitability", lambda r: r.final)]
-    lines += [_ranking(result, label, lambda r, key=key: r.density[key]) for key, label in density_metrics(result.env)]
-    lines.append(_ranking(result, "training wall-clock (evaluation excluded)",
-                          lambda r: r.phases["total"] - r.phases["evaluation"], " s"))
-    return lines
-
-
-def _env_markdown(result: EnvResult) -> list[str]:
-    present = [a for a in ALGORITHMS if result.of(a)]
-    settings = ", ".join(f"`{o}`" for o in result.overrides) or "the game's defaults"
-    lines = [f"## `{result.env}`: seeds {', '.join(map(str, result.seeds))}, K = {result.iterations} iterations, "
-             f"best response `{result.best_response}`", "", f"Other settings: {settings}.", ""]
-    density = density_metrics(result.env)
-    header = ["algorithm", "seeds", "k reached", f"final exploitability (k = {result.iterations})",
-              "exact mixture of its best responses", *(label for _, label in density)]
-    lines += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    for algorithm in present:
-        mine = result.of(algorithm)
-        cells = [algorithm, str(len(mine)), str(min(r.reached for r in mine)), _pm(*_stat(mine, lambda r: r.final)),
-                 _pm(*_stat(mine, lambda r: _last_finite(r.mixture)))]
-        cells += [_pm(*_stat(mine, lambda r, key=key: r.density[key])) for key, _ in density]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Wall-clock per phase, seconds summed over iterations 0..K (mean over seeds):", "",
-              "| algorithm | " + " | ".join(PHASE_LABELS[p] for p in PHASES) + " | training (no evaluation) | total |",
-              "|---|" + "---:|" * (len(PHASES) + 2)]
-    for algorithm in present:
-        mine = result.of(algorithm)
-        seconds = [_stat(mine, lambda r, p=p: r.phases[p])[0] for p in (*PHASES, "total")]
-        cells = [f"{s:.0f}" for s in seconds[:-1]] + [f"{seconds[-1] - seconds[-2]:.0f}", f"{seconds[-1]:.0f}"]
-        lines.append(f"| {algorithm} | " + " | ".join(cells) + " |")
-    curves = {a: _curve(result.of(a), lambda r: r.exploitability) for a in present}
-    ks = sorted({int(k) for measured, _, _ in curves.values() for k in measured})
-    lines += ["", "Exploitability at every evaluated iteration k (mean ± sd over seeds):", "",
-              "| algorithm | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|" + "---:|" * len(ks)]
-    for algorithm, (k, mean, sd) in curves.items():
-        spread = sd if len(result.of(algorithm)) > 1 else np.full_like(sd, math.nan)   # one seed: no "± 0"
-        at = {int(i): _pm(m, s) for i, m, s in zip(k, mean, spread, strict=True)}
-        lines.append(f"| {algorithm} | " + " | ".join(at.get(i, "") for i in ks) + " |")
-    exact = next((r for r in result.records if any(map(math.isfinite, r.exact_fp))), None)
-    if exact is not None:
-        by_k = dict(zip(exact.iterations, exact.exact_fp, strict=True))
-        lines.append("| exact fictitious play | " + " | ".join(f"{by_k.get(k, math.nan):.4g}" for k in ks) + " |")
-    lines += ["", "Verdict (generated from the numbers above; lower is better everywhere):", ""]
-    lines += [f"- {line}." for line in verdict(result)]
-    return lines
-
-
-def markdown(results: list[EnvResult]) -> str:
-    """The whole ``table.md``."""
-    lines = ["# DEDA-FP against its baselines (`dedafp bench compare`)", "",
-             "Exploitability: exact (LQ) or on the reference grid (density games), of the average policy each "
-             "algorithm plays; for Algo 1 on the density games that is the exact episode mixture of its best "
-             "responses (the grid evaluator's cell-by-cell score would mix them state by state instead). "
-             "'Exact mixture of its best responses': the exploitability fictitious play itself would reach with "
-             "the same best responses (LQ: `theory/mixture_exploitability`). Density errors: of the population "
-             "model (flow for dedafp, kernel estimate for algo1/algo2) at the last evaluated iteration. "
-             "'buffer + BC' includes the best response's rollout into the buffer (Algo 1 has no BC). "
-             "'Exact fictitious play': with exact best responses and exact populations; on the density games "
-             "computed on the reference grid from the zero-velocity policy, averaging only best responses, as the "
-             "loop does.", ""]
-    for result in results:
-        lines += _env_markdown(result) + [""]
-    return "\n".join(lines)
-
-
-def _write_csv(path: Path, rows: list[dict[str, object]]) -> None:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def plot_compare(results: list[EnvResult], path: Path) -> None:
-    """Exploitability per iteration (mean, ±sd band, log scale) and wall-clock per phase, one column per game."""
-    # A bare Figure, not pyplot: no global state and no GUI backend to select.
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    figure = Figure(figsize=(5.2 * len(results), 7.5))
-    axes = figure.subplots(2, len(results), squeeze=False)
-    for column, result in enumerate(results):
-        top, bottom = axes[0, column], axes[1, column]
-        present = [a for a in ALGORITHMS if result.of(a)]
-        for algorithm in present:
-            k, mean, sd = _curve(result.of(algorithm), lambda r: r.exploitability)
-            # k = 0 is the same initial policy for all three and would squash the differences on a log axis.
-            k, mean, sd = k[k >= 1], mean[k >= 1], sd[k >= 1]
-            colour, seeds = _COLOURS[algorithm], len(result.of(algorithm))
-            top.plot(k, mean, marker="o", ms=3, color=colour, label=f"{algorithm} ({seeds} seed{'s' * (seeds > 1)})")
-            # On a log axis a band reaching 0 or below is drawn down to a tenth of the curve.
-            top.fill_between(k, np.maximum(mean - sd, mean / 10), mean + sd, color=colour, alpha=0.2)
-        exact = next((r for r in result.records if any(map(math.isfinite, r.exact_fp))), None)
-        if exact is not None:
-            label = "exact fictitious play" + ("" if is_lq(result.env) else " (on the grid)")
-            top.plot(exact.iterations[1:], exact.exact_fp[1:], "k--", lw=1, label=label)
-        top.set_yscale("log")
-        top.xaxis.set_major_locator(MaxNLocator(integer=True))
-        top.set_xlabel("iteration k (k = 0, the same for all three, in the table)")
-        top.set_ylabel("exploitability (exact)" if is_lq(result.env) else "exploitability (reference grid)")
-        top.set_title(f"{result.env}: best response {result.best_response}")
-        top.grid(alpha=0.3, which="both")
-        top.legend(fontsize=7)
-        bottom_edge = np.zeros(len(present))
-        for index, phase in enumerate(PHASES):
-            seconds = np.array([_stat(result.of(a), lambda r, p=phase: r.phases[p])[0] for a in present])
-            bottom.bar(present, seconds, bottom=bottom_edge, color=f"C{index + 3}", label=PHASE_LABELS[phase])
-            bottom_edge += seconds
-        bottom.set_ylabel("wall-clock over all iterations (s, mean over seeds)")
-        bottom.legend(fontsize=7)
-        bottom.grid(alpha=0.3, axis="y")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-
-
-def write_table(out: Path) -> list[Path]:
-    """Rebuild ``table.md``, ``table.csv`` and ``compare.png`` from every ``OUT/<env>.json``."""
-    results = load_env_results(out)
-    if not results:
-        raise FileNotFoundError(f"no per-game records (<env>.json) under {out}; run dedafp bench compare first")
-    paths = [out / "table.md", out / "table.csv", out / "compare.png"]
-    paths[0].write_text(markdown(results))
-    _write_csv(paths[1], table_rows(results))
-    plot_compare(results, paths[2])
-    return paths
 
 
 # ---- the command --------------------------------------------------------------------------------------
@@ -580,7 +386,8 @@ def _reference_grid(env: str, plan: SweepPlan) -> GridMFG | None:
     if is_lq(env):
         return None
     from dedafp.envs.registry import make_game
-    from dedafp.reference.grid import build_grid, default_grid_config
+    from dedafp.reference.grid import default_grid_config
+    from dedafp.reference.grid_kernel import build_grid
     config = plan.config(plan.configurations[0], plan.seeds[0])
     return build_grid(make_game(env, config.game), default_grid_config(env))
 
@@ -593,6 +400,8 @@ def bench_compare(config: CompareConfig, backend: str = "local", workers: int | 
     ``backend``/``workers``: as in :func:`dedafp.experiments.sweep.run_sweep`. A failed run is reported in the outcomes;
     the table covers the others.
     """
+    from dedafp.benchmarks.compare_report import write_table
+
     plans = {env: config.plan(env) for env in config.envs}     # every setting validated before any run
     outcomes: list[RunOutcome] = []
     for env, plan in plans.items():

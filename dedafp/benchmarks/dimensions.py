@@ -25,7 +25,6 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable
@@ -37,7 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dedafp.benchmarks.env_flows import _machine
+from dedafp.common.files import write_json
+from dedafp.common.timing import machine_info, seconds_since, synchronize, timed
 from dedafp.envs.lq import LQConfig, LQGame, lq_preset
 from dedafp.population.flow import FlowConfig, FlowPopulation
 from dedafp.population.gaussian import GaussianPopulation
@@ -132,26 +132,14 @@ class _AffineActor:
         return mean, torch.zeros_like(mean)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _seconds_since(start: float, device: torch.device) -> float:
-    _sync(device)
-    return time.perf_counter() - start
-
-
 def _kl_per_t(exact: GaussianPopulation, model: Any, points: dict[int, Tensor], device: torch.device
               ) -> tuple[dict[int, float], dict[int, float], float]:
     """Monte Carlo KL(exact || model) and its standard error per t, and the seconds the model's queries took."""
     kl, se, query = {}, {}, 0.0
     for t, x in points.items():
-        _sync(device)
-        start = time.perf_counter()
         with torch.no_grad():
-            log_q = model.log_prob(x, t).double()
-        query += _seconds_since(start, device)
+            seconds, log_q = timed(lambda x=x, t=t: model.log_prob(x, t).double(), device)
+        query += seconds
         gap = exact.log_prob(x, t).double() - log_q
         kl[t] = float(gap.mean())
         se[t] = float(gap.std() / np.sqrt(x.shape[0]))
@@ -168,7 +156,7 @@ def _gaussian_fit(states: Tensor) -> GaussianPopulation:
 
 def _estimate(name: str, states: Tensor, config: DimensionSweepConfig, device: torch.device) -> tuple[Any, float]:
     """Build estimator ``name`` from the particles; returns it and the fit seconds."""
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     if name == "kde":
         model = ParticlePopulation(states, "scott", device=device)
@@ -182,7 +170,7 @@ def _estimate(name: str, states: Tensor, config: DimensionSweepConfig, device: t
         model = FlowPopulation(flow_config, d, T1 - 1, device, config.seed)
         times = torch.arange(T1, device=device).repeat_interleave(n)
         model.fit(times, states.reshape(-1, d), generator=torch.Generator(device=device).manual_seed(config.seed))
-    return model, _seconds_since(start, device)
+    return model, seconds_since(start, device)
 
 
 def _sweep_dimension(dim: int, config: DimensionSweepConfig, device: torch.device,
@@ -200,10 +188,8 @@ def _sweep_dimension(dim: int, config: DimensionSweepConfig, device: torch.devic
         plan.append((max(config.budgets), ("flow_long",)))
     plan += [(n, ("kde",)) for n in config.kde_only_budgets]
     for n, estimators in plan:
-        _sync(device)
-        start = time.perf_counter()
-        sim = rollout(game, policy, n, field, generator=generator, device=device, rewards=False)
-        simulate = _seconds_since(start, device)
+        simulate, sim = timed(lambda n=n: rollout(game, policy, n, field, generator=generator, device=device,
+                                                  rewards=False), device)
         for name in estimators:
             model, fit = _estimate(name, sim.states, config, device)
             kl, se, query = _kl_per_t(exact, model, points, device)
@@ -270,7 +256,7 @@ def bench_dimensions(config: DimensionSweepConfig, out: Path, print_fn: Callable
     load_at_start = os.getloadavg()[0]
     rows = [row for dim in config.dims for row in _sweep_dimension(dim, config, device, print_fn)]
     equal_time = equal_time_comparison(rows)
-    machine = {**_machine(), "load_average_1min": {"start": load_at_start, "end": os.getloadavg()[0]}}
+    machine = machine_info(load_at_start)
     result = {"benchmark": "dimension_sweep", "device": str(device), "machine": machine,
               "config": dataclasses.asdict(config), "policy": "exact LQ equilibrium (affine, deterministic)",
               "error": "KL(exact || estimate) by Monte Carlo on eval_points exact samples per evaluated t",
@@ -280,7 +266,7 @@ def bench_dimensions(config: DimensionSweepConfig, out: Path, print_fn: Callable
               "rows": rows, "equal_time": equal_time, "verdict": _verdict(rows, equal_time),
               "seconds": time.perf_counter() - started}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dimension_sweep.json").write_text(json.dumps(result, indent=2))
+    write_json(result, out / "dimension_sweep.json")
     _plot(result, out / "dimension_sweep.png")
     print_fn(result["verdict"])
     print_fn(f"written {out / 'dimension_sweep.json'} and {out / 'dimension_sweep.png'}")

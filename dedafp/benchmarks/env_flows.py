@@ -6,9 +6,7 @@ Each benchmark prints a table, and writes JSON and a PNG under its output folder
 from __future__ import annotations
 
 import json
-import platform
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,25 +18,25 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from stable_baselines3.common.vec_env import DummyVecEnv  # noqa: E402
 
+from dedafp.common.files import atomic_write, write_json  # noqa: E402
+from dedafp.common.timing import machine_info, timed  # noqa: E402
 from dedafp.envs.gym_env import MeanFieldEnv  # noqa: E402
-from dedafp.envs.vec_env import BatchedMeanFieldVecEnv  # noqa: E402
 from dedafp.envs.registry import make_game  # noqa: E402
+from dedafp.envs.vec_env import BatchedMeanFieldVecEnv  # noqa: E402
 from dedafp.population.flow import FlowConfig, FlowPopulation  # noqa: E402
-
-
-def _machine() -> dict[str, object]:
-    return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "processor": platform.processor() or platform.machine()}
 
 
 def _steps_per_second(vec_env, steps: int, rng: np.random.Generator) -> float:
     n = vec_env.num_envs
     actions = rng.uniform(-1, 1, size=(max(1, steps // n), n, vec_env.action_space.shape[0])).astype(np.float32)
     vec_env.reset()
-    start = time.perf_counter()
-    for batch in actions:
-        vec_env.step(batch)
-    return actions.shape[0] * n / (time.perf_counter() - start)
+
+    def run() -> None:
+        for batch in actions:
+            vec_env.step(batch)
+
+    seconds, _ = timed(run)
+    return actions.shape[0] * n / seconds
 
 
 def bench_env(env: str, agent_counts: list[int], steps: int, repeats: int, out: Path,
@@ -67,8 +65,8 @@ def bench_env(env: str, agent_counts: list[int], steps: int, repeats: int, out: 
         print_fn(f"{n:>7} {row['batched_steps_per_s']:>16,.0f} {row['dummy_steps_per_s']:>20,.0f} "
                  f"{row['ratio_median']:>6.1f}x")
     out.mkdir(parents=True, exist_ok=True)
-    result = {"benchmark": "env", "env": env, "repeats": repeats, "machine": _machine(), "rows": rows}
-    (out / f"env_{env}.json").write_text(json.dumps(result, indent=2))
+    result = {"benchmark": "env", "env": env, "repeats": repeats, "machine": machine_info(), "rows": rows}
+    write_json(result, out / f"env_{env}.json")
     fig, ax = plt.subplots(figsize=(5, 3.6))
     counts = [r["agents"] for r in rows]
     ax.plot(counts, [r["batched_steps_per_s"] for r in rows], "o-", label="BatchedMeanFieldVecEnv")
@@ -98,17 +96,13 @@ def bench_flows(repeats: int, out: Path, print_fn: Callable[[str], None] = print
     for _ in range(repeats):
         for backend in ("nflows", "zuko"):
             flow = FlowPopulation(FlowConfig(backend=backend, steps=30, batch_size=batch), dim, horizon)
-            start = time.perf_counter()
-            flow.fit(data_t, data_x)
-            train = 30 * batch / (time.perf_counter() - start)
+            seconds, _ = timed(lambda flow=flow: flow.fit(data_t, data_x))
+            train = 30 * batch / seconds
             with torch.no_grad():
-                start = time.perf_counter()
-                flow.log_prob(data_x[:20_000], data_t[:20_000])
-                density = 20_000 / (time.perf_counter() - start)
-            start = time.perf_counter()
-            for t in range(0, horizon + 1, 4):
-                flow.sample(t, 4_000)
-            sample = len(range(0, horizon + 1, 4)) * 4_000 / (time.perf_counter() - start)
+                seconds, _ = timed(lambda flow=flow: flow.log_prob(data_x[:20_000], data_t[:20_000]))
+                density = 20_000 / seconds
+            seconds, _ = timed(lambda flow=flow: [flow.sample(t, 4_000) for t in range(0, horizon + 1, 4)])
+            sample = len(range(0, horizon + 1, 4)) * 4_000 / seconds
             entry = measured.setdefault(backend, {"train": [], "log_prob": [], "sample": []})
             entry["train"].append(train)
             entry["log_prob"].append(density)
@@ -122,8 +116,8 @@ def bench_flows(repeats: int, out: Path, print_fn: Callable[[str], None] = print
     print_fn("zuko / nflows: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     out.mkdir(parents=True, exist_ok=True)
     result = {"benchmark": "flows", "dim": dim, "config": FlowConfig().__dict__, "repeats": repeats,
-              "machine": _machine(), "rows": rows, "zuko_over_nflows": ratios}
-    (out / "flows.json").write_text(json.dumps(result, indent=2, default=str))
+              "machine": machine_info(), "rows": rows, "zuko_over_nflows": ratios}
+    atomic_write(json.dumps(result, indent=2, default=str) + "\n", out / "flows.json")
     fig, ax = plt.subplots(figsize=(5, 3.6))
     keys = ("train", "log_prob", "sample")
     for i, row in enumerate(rows):

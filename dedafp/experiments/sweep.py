@@ -18,7 +18,6 @@ Usage::
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import math
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 import yaml
 
+from dedafp.common.stats import format_mean_sd, mean_sd, mean_sd_curve, write_csv
 from dedafp.config import RunConfig, load_config
 from dedafp.experiments.distributed import check_address, check_backend, check_workers, ray_session
 from dedafp.run import latest_checkpoint, read_metrics, train
@@ -330,36 +330,17 @@ def collect(plan: SweepPlan) -> list[RunResult]:
     return results
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof 1; NaN for fewer than two values)."""
-    finite = np.array([v for v in values if math.isfinite(v)])
-    if finite.size == 0:
-        return math.nan, math.nan
-    sd = float(finite.std(ddof=1)) if finite.size > 1 else math.nan
-    return float(finite.mean()), sd
-
-
 def summarise(plan: SweepPlan, results: list[RunResult]) -> list[dict[str, object]]:
     """One row per configuration: seeds finished, mean ± sd of final exploitability and wall-clock."""
     rows = []
     for configuration in plan.configurations:
         mine = [r for r in results if r.label == configuration.label]
-        exploitability, exploitability_sd = _mean_sd([r.final for r in mine])
-        seconds, seconds_sd = _mean_sd([r.wall_clock for r in mine])
+        exploitability, exploitability_sd = mean_sd([r.final for r in mine])
+        seconds, seconds_sd = mean_sd([r.wall_clock for r in mine])
         rows.append({"configuration": configuration.label, "seeds": len(mine),
                      "exploitability_mean": exploitability, "exploitability_sd": exploitability_sd,
                      "wall_clock_mean_s": seconds, "wall_clock_sd_s": seconds_sd})
     return rows
-
-
-def _pm(mean: float, sd: float) -> str:
-    """``mean ± sd`` with sd to two significant digits and the mean to the same decimals."""
-    if not math.isfinite(mean):
-        return "n/a"
-    if not (math.isfinite(sd) and sd > 0):
-        return f"{mean:.4g}"
-    decimals = max(0, 1 - math.floor(math.log10(sd)))
-    return f"{mean:.{decimals}f} ± {sd:.{decimals}f}"
 
 
 def _markdown(plan: SweepPlan, rows: list[dict[str, object]]) -> str:
@@ -372,16 +353,9 @@ def _markdown(plan: SweepPlan, rows: list[dict[str, object]]) -> str:
              "| configuration | seeds | final exploitability | wall-clock (s) |", "|---|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {row['configuration']} | {row['seeds']} "
-                     f"| {_pm(row['exploitability_mean'], row['exploitability_sd'])} "
-                     f"| {_pm(row['wall_clock_mean_s'], row['wall_clock_sd_s'])} |")
+                     f"| {format_mean_sd(row['exploitability_mean'], row['exploitability_sd'])} "
+                     f"| {format_mean_sd(row['wall_clock_mean_s'], row['wall_clock_sd_s'])} |")
     return "\n".join(lines) + "\n"
-
-
-def _write_csv(path: Path, rows: list[dict[str, object]]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else [])
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def plot_curves(plan: SweepPlan, results: list[RunResult], path: Path) -> None:
@@ -397,7 +371,7 @@ def plot_curves(plan: SweepPlan, results: list[RunResult], path: Path) -> None:
         mine = [r for r in results if r.label == configuration.label]
         if not mine:
             continue
-        k, mean, sd = _curve(mine)
+        k, mean, sd = mean_sd_curve([r.iterations for r in mine], [r.exploitability for r in mine])
         line, = ax.plot(k, mean, marker="o", ms=3, label=f"{configuration.label} ({len(mine)} seeds)")
         lowest = min(lowest, np.nanmin(np.where(mean > 0, mean, np.nan), initial=math.inf))
         # On a log axis a band reaching 0 or below is drawn down to the bottom of the plot.
@@ -418,26 +392,15 @@ def plot_curves(plan: SweepPlan, results: list[RunResult], path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def _curve(results: list[RunResult]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Iterations where some seed measured exploitability, with the mean and sd (0 for one seed) there."""
-    k = np.array(sorted({i for r in results for i in r.iterations}))
-    table = np.full((len(results), len(k)), np.nan)
-    for row, result in enumerate(results):
-        table[row, np.searchsorted(k, result.iterations)] = result.exploitability
-    stats = np.array([_mean_sd(list(column)) for column in table.T]).reshape(-1, 2)
-    measured = np.isfinite(stats[:, 0])
-    return k[measured], stats[measured, 0], np.nan_to_num(stats[measured, 1])
-
-
 def write_summary(plan: SweepPlan) -> list[Path]:
     """Write ``summary.csv``, ``summary.md``, ``runs.csv`` and ``curves.png`` under ``plan.out``."""
     results = collect(plan)
     rows = summarise(plan, results)
     plan.out.mkdir(parents=True, exist_ok=True)
     paths = [plan.out / name for name in ("summary.csv", "summary.md", "runs.csv", "curves.png")]
-    _write_csv(paths[0], rows)
+    write_csv(paths[0], rows)
     paths[1].write_text(_markdown(plan, rows))
-    _write_csv(paths[2], [{"configuration": r.label, "seed": r.seed, "final_exploitability": r.final,
+    write_csv(paths[2], [{"configuration": r.label, "seed": r.seed, "final_exploitability": r.final,
                            "wall_clock_s": r.wall_clock, "iterations": r.iterations[-1] if r.iterations else 0}
                           for r in results])
     plot_curves(plan, results, paths[3])
