@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import final
 
@@ -60,10 +61,16 @@ class GridFictitiousPlay:
     Iteration k computes the best response BR_k to the current average's flow and averages it in with
     weight 1/(k+1), weighting policies by their occupancy so that the average's flow is the average of
     flows (the uniform policy keeps weight 1/(k+1)). Each record reports the new average's exploitability.
+
+    Args:
+        grid: the grid game.
+        newest_weight: the share of BR_k in the new average as a function of k = 1, 2, ... (in (0, 1]);
+            None: 1/(k+1), plain fictitious play. A damped variant passes e.g. ``max(alpha, 1/k)``.
     """
 
-    def __init__(self, grid: GridMFG) -> None:
+    def __init__(self, grid: GridMFG, newest_weight: Callable[[int], float] | None = None) -> None:
         self.grid = grid
+        self.newest_weight = newest_weight
         self._iteration = 0
         self._policy = grid.uniform_policy()
         self._mass: np.ndarray | None = None
@@ -97,7 +104,10 @@ class GridFictitiousPlay:
         score = self._current()
         best = self.grid.one_hot(score.best_response)
         best_mass = self.grid.forward(best)
-        weight = 1.0 / (self._iteration + 2)
+        k = self._iteration + 1
+        weight = 1.0 / (k + 1) if self.newest_weight is None else float(self.newest_weight(k))
+        if not 0.0 < weight <= 1.0:
+            raise ValueError(f"newest_weight({k}) must be in (0, 1], got {weight!r}")
         old = (1 - weight) * score.mass[:-1, :, None]
         new = weight * best_mass[:-1, :, None]
         total = old + new
