@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,8 @@ import yaml
 
 from dedafp.agents.best_response import DEEP_RL, BestResponseConfig
 from dedafp.common.threads import configure_threads
-from dedafp.config import RunConfig, load_config
+from dedafp.common.files import write_json
+from dedafp.config import RunConfig, config_differences, load_config, read_run_config, read_yaml_mapping
 from dedafp.envs.registry import game_spec, registered_games
 
 #: Training metrics the progress table shows after the game's own columns (GameSpec.progress_columns).
@@ -42,7 +42,47 @@ TRAINING_COLUMNS = ("br/return", "br/gain", "br/shortfall", "bc/nll", "flow/nll"
 
 def _threads(args: argparse.Namespace) -> None:
     # One thread was fastest on 2-core machines (perf-notes.md); --threads overrides.
-    configure_threads(getattr(args, "threads", None) or 1)
+    threads = getattr(args, "threads", None)
+    configure_threads(1 if threads is None else threads)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _resume_config(args: argparse.Namespace) -> RunConfig:
+    """The config of the run ``--resume`` names, with ``--iterations``; any other flag that would change
+    it is refused naming the field (the checkpoint's config, checked by ``train``, is the run's)."""
+    run_dir = Path(args.resume)
+    stored = read_run_config(run_dir)
+    conflicts = []
+    if args.out is not None and Path(args.out).resolve() != run_dir.resolve():
+        conflicts.append(f"--out {args.out} (a resumed run continues in {run_dir}; omit --out)")
+    if args.env is not None and args.env != stored.env:
+        conflicts.append(f"env: {stored.env!r} -> {args.env!r}")
+    requested = stored
+    if args.config is not None:
+        data = stored.to_dict()
+        for key, value in read_yaml_mapping(args.config).items():
+            data[key] = {**data[key], **value} if isinstance(data.get(key), dict) and isinstance(value, dict) \
+                else value
+        requested = RunConfig.from_dict(data)
+    requested = requested.with_overrides(list(args.set or []))
+    extra = {name: getattr(args, name) for name in ("seed", "device", "algorithm") if getattr(args, name) is not None}
+    requested = dataclasses.replace(requested, **extra)
+    for difference in config_differences(stored.to_dict(), requested.to_dict()):
+        field, _, change = difference.partition(": ")
+        old, _, new = change.partition(" != ")
+        note = " (use --iterations to extend a run)" if field == "fp.iterations" else ""
+        if field == "device":
+            note = " (moving a run to another device would change its numbers: not supported)"
+        conflicts.append(f"{field}: {old} -> {new}{note}")
+    if conflicts:
+        raise ValueError(f"--resume continues {run_dir} with its own config; refused: {'; '.join(conflicts)}. "
+                         f"Start a new run (another --out) to change it")
+    if args.iterations is not None:
+        stored = stored.with_overrides([f"fp.iterations={args.iterations}"])
+    return stored
 
 
 def _format(value: float) -> str:
@@ -59,12 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     console = Console(soft_wrap=True)
     if args.resume:
         run_dir = Path(args.resume)
-        if not (run_dir / "config.yaml").exists():
-            console.print(f"[red]error:[/red] {run_dir} is not a run folder (no config.yaml)")
-            return 2
-        config = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-        if args.iterations is not None:
-            config = config.with_overrides([f"fp.iterations={args.iterations}"])
+        config = _resume_config(args)
     else:
         if args.env is None:
             console.print(f"[red]error:[/red] give a game ({', '.join(registered_games())}, a game file "
@@ -103,10 +138,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     def phase(name: str) -> None:
         status.update(f"iteration {done[0]}: {name}")
 
+    def note(message: str) -> None:
+        console.print(f"note: {message}")
+
     started = time.time()
-    with status:
-        run = train(config, run_dir, resume=bool(args.resume), callback=show, progress=phase,
-                    tensorboard=args.tensorboard)
+    try:
+        with status:
+            run = train(config, run_dir, resume=bool(args.resume), callback=show, progress=phase,
+                        tensorboard=args.tensorboard, notify=note)
+    except KeyboardInterrupt:
+        if (run_dir / "config.yaml").exists():
+            kept = f"it keeps its {done[0]} finished iteration(s)" if done[0] else "it keeps what was finished"
+            print(f"interrupted: {run_dir} can be resumed ({kept}): dedafp train --resume {run_dir}", file=sys.stderr)
+        else:
+            print("interrupted before anything was written", file=sys.stderr)
+        return 130
     figures = plot_run(run)
     console.print(f"done in {time.time() - started:.0f} s this session. Results: {run_dir}/metrics.csv, "
                   f"{run_dir}/summary.json; figures:")
@@ -122,7 +168,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from dedafp.run import load_run, write_metrics
 
     _threads(args)
+    if args.agents < 2:
+        raise ValueError(f"--agents must be an integer >= 2 (the Monte Carlo evaluation's agents), got {args.agents}")
     run = load_run(args.run)
+    deep_rl = _deep_rl_config(run.config, args.overrides) if args.deep_rl else None
+    _refuse_overwrite(run.path / ("evaluation.csv" if args.all_iterations else "evaluation.json"), args.force)
     seed = run.config.seed if args.seed is None else args.seed
     evaluator = make_evaluator(run.game, args.agents, run.config.fp.iterations, seed=seed)
     if evaluator is None and not args.deep_rl:
@@ -139,23 +189,33 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                          None)
             records.append(IterationRecord(algorithm.completed, metrics))
             print(f"iteration {algorithm.completed:>3}: " + ", ".join(f"{k} {_format(v)}" for k, v in metrics.items()))
+        if not any(record.metrics for record in records):
+            raise ValueError(f"nothing was evaluated (no checkpoint in {run.path / 'checkpoints'} gave metrics); "
+                             f"nothing written")
         write_metrics(records, run.path / "evaluation.csv")
         print(f"written to {run.path / 'evaluation.csv'}")
         return 0
     metrics = {} if evaluator is None else evaluator.evaluate(0, run.average_policy, run.population, [], None)
     metrics.pop("reference/exact_fp_exploitability", None)
-    if args.deep_rl:
-        deep_rl = _deep_rl_config(run.config, args.overrides)
+    if deep_rl is not None:
         print(f"deep-RL best response: {deep_rl.algorithm}, {deep_rl.total_steps} steps")
         metrics.update(deep_rl_exploitability(run.game, run.population, run.average_policy, deep_rl,
                                               args.agents, seed))
-    (run.path / "evaluation.json").write_text(json.dumps(metrics, indent=2))
+    if not metrics:
+        raise ValueError(f"nothing was evaluated for {run.path}; nothing written")
+    write_json(metrics, run.path / "evaluation.json")
     for key, value in metrics.items():
         print(f"{key:40s} {_format(value)}")
     if args.deep_rl:
         print("deep_rl/*: a fresh best response against the frozen population: a LOWER bound on exploitability")
     print(f"written to {run.path / 'evaluation.json'}")
     return 0
+
+
+def _refuse_overwrite(path: Path, force: bool) -> None:
+    """Outputs of evaluate and simulate never replace an earlier result unless ``--force``."""
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists (an earlier result); pass --force to replace it")
 
 
 def _deep_rl_config(config: RunConfig, overrides: list[str]) -> BestResponseConfig:
@@ -271,13 +331,15 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     else:
         if args.agents is None or len(workers) != 1:
             raise ValueError("give --agents N (a positive integer) and one --workers W")
+        if args.out:
+            _refuse_overwrite(out / "simulate.json", args.force)
         steps = None if args.steps is None else parse_count(args.steps, "steps")
         summary = simulate_study.single_run(args.run, parse_count(args.agents), steps, args.seed, args.device,
                                             not args.no_density, backend, address, workers[0])
         print("\n".join(f"{key:24s} {value}" for key, value in summary.items()))
         if args.out:
             out.mkdir(parents=True, exist_ok=True)
-            (out / "simulate.json").write_text(json.dumps(summary, indent=2))
+            write_json(summary, out / "simulate.json")
             print(f"written to {out / 'simulate.json'}")
     return 0
 
@@ -313,6 +375,8 @@ def cmd_check_game(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dedafp", description="Mean-field equilibria with deep RL (DEDA-FP).")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest on 2 cores)")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (anywhere on the command line)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train DEDA-FP on a game; writes a run folder")
@@ -342,6 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="a best_response.* field of the --deep-rl responder, e.g. "
                                "best_response.total_steps=1000000 (repeatable)")
+    evaluate.add_argument("--force", action="store_true",
+                          help="replace an existing RUN/evaluation.json (or .csv with --all-iterations)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     plot = sub.add_parser("plot", help="write a run's figures under RUN/figures")
@@ -402,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seeds", default="5", help="mean-field study: seeds per N")
     simulate.add_argument("--repeats", default="2", help="throughput study: measurements per row")
     simulate.add_argument("--out", help="folder for simulate.json (studies: default results/simulate)")
+    simulate.add_argument("--force", action="store_true", help="replace an existing OUT/simulate.json")
     simulate.set_defaults(func=cmd_simulate)
 
     games = sub.add_parser("games", help="list the registered games and algorithms")
@@ -423,13 +490,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every error ends in one ``error: ...`` line on stderr (``--debug``: the traceback).
+
+    Exit codes: 0 done, 1 a check failed or an unexpected error, 2 a refused input, 130 interrupted.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = (["--debug"] if debug else []) + [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError, yaml.YAMLError) as error:
+        # OSError: FileNotFoundError, FileExistsError, PermissionError, a full disk, ... name the file.
+        if debug:
+            raise
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except Exception as error:   # our bug, not the user's: one line and how to see more
+        if debug:
+            raise
+        print(f"error: unexpected {type(error).__name__}: {_one_line(error)} (run again with --debug for the "
+              f"traceback, and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from dedafp.agents.average_policy import AveragePolicyConfig
 from dedafp.agents.best_response import BestResponseConfig
+from dedafp.common.validation import Rule, validated
 from dedafp.envs.registry import game_spec, is_reference, registered_games
 from dedafp.population.flow import FlowConfig
 from dedafp.population.particles import BANDWIDTH_RULES
@@ -25,6 +27,7 @@ from dedafp.reference.damped import DampedConfig
 
 
 @dataclass(frozen=True)
+@validated("fp")
 class FictitiousPlayConfig:
     """Sizes of the fictitious-play loop's simulations.
 
@@ -46,6 +49,10 @@ class FictitiousPlayConfig:
             learned one's: how far deep RL is from a best response).
     """
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "iterations": ">= 1", "br_agents": ">= 1", "population_agents": ">= 16", "eval_agents": ">= 0",
+        "initial_flow_steps": ">= 0", "kde_bandwidth": (*BANDWIDTH_RULES, "> 0"), "evaluate_every": ">= 1"}
+
     iterations: int = 10
     br_agents: int = 2_000
     population_agents: int = 20_000
@@ -56,23 +63,13 @@ class FictitiousPlayConfig:
     measure_best_response: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.measure_best_response, bool):
-            raise ValueError(f"fp.measure_best_response must be true or false, got {self.measure_best_response!r}")
-        for name, minimum in (("iterations", 1), ("br_agents", 1), ("population_agents", 16),
-                              ("eval_agents", 0), ("initial_flow_steps", 0), ("evaluate_every", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"fp.{name} must be an integer >= {minimum}, got {value!r}")
-        if not (self.kde_bandwidth in BANDWIDTH_RULES or (isinstance(self.kde_bandwidth, (int, float))
-                                                         and not isinstance(self.kde_bandwidth, bool)
-                                                         and self.kde_bandwidth > 0)):
-            raise ValueError(f"fp.kde_bandwidth must be one of {BANDWIDTH_RULES} or a number > 0, "
-                             f"got {self.kde_bandwidth!r}")
+        """fp.eval_agents is 0 or at least 2."""
         if self.eval_agents == 1:
             raise ValueError("fp.eval_agents must be 0 (no evaluation) or >= 2, got 1")
 
 
 @dataclass(frozen=True)
+@validated("")
 class RunConfig:
     """Everything a training run needs. ``game`` holds overrides of the game's parameters.
 
@@ -83,6 +80,8 @@ class RunConfig:
     the behaviour-cloned average; both estimate the density with a Gaussian kernel over the
     simulated agents instead of the flow.
     """
+
+    RULES: ClassVar[dict[str, Rule]] = {"seed": ">= 0"}
 
     env: str = "lq2d"
     algorithm: str = "dedafp"
@@ -96,18 +95,15 @@ class RunConfig:
     damped: DampedConfig = field(default_factory=DampedConfig)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.env, str) or not (self.env in registered_games() or is_reference(self.env)):
+        """env names a game, algorithm a registered algorithm, device a torch device."""
+        if not (self.env in registered_games() or is_reference(self.env)):
             raise ValueError(f"env must be a registered game ({', '.join(registered_games())}) or a game file "
                              f"(path/to/game.py) or module:attribute, got {self.env!r}")
         from dedafp.algorithms import registered_algorithms   # here: the algorithms import this module
         if self.algorithm not in registered_algorithms():
             raise ValueError(f"algorithm must be one of {registered_algorithms()}, got {self.algorithm!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if not (self.device in ("cpu", "cuda") or str(self.device).startswith("cuda:")):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
-        if not isinstance(self.game, dict):
-            raise ValueError(f"game must be a mapping of parameter overrides, got {self.game!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML-serialisable)."""
@@ -116,6 +112,9 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Build from a nested dict, rejecting unknown keys with the allowed ones."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a run config must be a mapping of sections (env, fp, flow, ...), "
+                             f"got {type(data).__name__}")
         data = dict(data)
         kwargs: dict[str, Any] = {}
         sections = {f.name: f for f in dataclasses.fields(cls)}
@@ -142,7 +141,10 @@ class RunConfig:
             if "=" not in assignment:
                 raise ValueError(f"--set expects key=value, got {assignment!r}")
             key, raw = assignment.split("=", 1)
-            value = yaml.safe_load(raw)
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError as error:
+                raise ValueError(f"--set {key}: cannot parse {raw!r} as a value ({_first_line(error)})") from None
             parts = key.strip().split(".")
             if len(parts) == 1:
                 data[parts[0]] = value
@@ -161,11 +163,18 @@ _SECTION_TYPES = {"fp": FictitiousPlayConfig, "best_response": BestResponseConfi
                   "average_policy": AveragePolicyConfig, "flow": FlowConfig, "damped": DampedConfig}
 
 
+#: A number written the way YAML 1.1 reads as a string (``1e-3``, ``2E5``): PyYAML needs ``1.0e-3``.
+_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
 def _coerce(section_type: type, name: str, value: Any) -> Any:
-    """YAML gives ints for ``1e5``-free integers and lists for tuples: map to the field's type."""
+    """YAML gives ints for ``1e5``-free integers, strings for ``1e-3`` and lists for tuples: map to the
+    field's type (anything else is left for the field's validation to judge)."""
     if isinstance(value, list):
         return tuple(value)
     hint = {f.name: f.type for f in dataclasses.fields(section_type)}[name]
+    if isinstance(value, str) and _NUMBER.match(value.strip()) and ("int" in str(hint) or "float" in str(hint)):
+        value = float(value)
     if isinstance(value, float) and "int" in str(hint) and value.is_integer():
         return int(value)
     if isinstance(value, int) and not isinstance(value, bool) and str(hint) == "float":
@@ -183,17 +192,79 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _first_line(error: Exception) -> str:
+    return " ".join(str(error).split())
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The mapping a YAML file holds; ``ValueError`` naming the file if it is missing, unreadable,
+    not YAML, empty or not a mapping."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"{what} {path} is a directory, not a YAML file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read {what} {path}: {_first_line(error)}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{what} {path} is not valid YAML: {_first_line(error)}") from None
+    if not isinstance(loaded, dict):
+        kind = "empty" if loaded is None else f"a {type(loaded).__name__}"
+        raise ValueError(f"{what} {path} must hold a mapping of config sections (env, fp, ...), it is {kind}")
+    return loaded
+
+
+def read_run_config(run_dir: str | Path) -> RunConfig:
+    """The :class:`RunConfig` of a run folder's ``config.yaml``; errors name the file."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
+    data = read_yaml_mapping(path, "run config")
+    try:
+        return RunConfig.from_dict(data)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def config_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ between two :meth:`RunConfig.to_dict` trees,
+    with both values: ``["game.sigma: 0.9 != 0.5"]``."""
+    out = []
+    for key in sorted(set(a) | set(b), key=str):
+        name = f"{prefix}{key}"
+        left, right = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if isinstance(left, dict) and isinstance(right, dict) and prefix == "":
+            out += config_differences(left, right, f"{name}.")
+        elif left != right:
+            out.append(f"{name}: {left!r} != {right!r}")
+    return out
+
+
 def load_config(env: str, path: str | Path | None = None, overrides: list[str] | None = None,
                 **fields: Any) -> RunConfig:
-    """The run config of game ``env``: the game's defaults, a YAML file, ``--set`` overrides, then ``fields``."""
+    """The run config of game ``env``: the game's defaults, a YAML file, ``--set`` overrides, then ``fields``.
+
+    A file naming another ``env`` than ``env`` is refused (``ValueError``), as are values that fail
+    validation (the message names the file).
+    """
     data: dict[str, Any] = {"env": env, **{k: dict(v) for k, v in game_spec(env).defaults.items()}}
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
+        loaded = read_yaml_mapping(path)
+        if "env" in loaded and loaded["env"] != env:
+            raise ValueError(f"config file {path} is for env {loaded['env']!r}, but the command names {env!r}; "
+                             f"train {loaded['env']} or remove env from the file")
         for key, value in loaded.items():
             data[key] = {**data[key], **value} if isinstance(data.get(key), dict) and isinstance(value, dict) \
                 else value
-        data["env"] = env
-    config = RunConfig.from_dict(data).with_overrides(overrides or [])
+        try:
+            base = RunConfig.from_dict(data)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"config file {path}: {error}") from None
+    else:
+        base = RunConfig.from_dict(data)
+    config = base.with_overrides(overrides or [])
     return dataclasses.replace(config, **fields) if fields else config

@@ -23,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -37,9 +38,12 @@ from dedafp.agents.mixture import MixturePolicy
 from dedafp.agents.policy import Policy
 from dedafp.algorithms import Algorithm, IterationRecord, make_algorithm
 from dedafp.common import compat_pickle
+from dedafp.common.checksums import checksum_problem, read_manifest, record_checksum, sha256_of
 from dedafp.common.files import atomic_save, atomic_write, read_csv_rows, write_json
+from dedafp.common.lock import LOCK_FILES, RunLock, describe_holder
+from dedafp.common.memory import check_fits
 from dedafp.common.threads import configure_threads
-from dedafp.config import RunConfig
+from dedafp.config import RunConfig, config_differences, read_run_config
 from dedafp.envs.base import MeanFieldGame
 from dedafp.envs.registry import GameSource, resolve_game
 from dedafp.population import PopulationModel, population_from_state_dict
@@ -49,6 +53,7 @@ __all__ = ["train", "load_run", "Run", "read_metrics", "read_metrics_file", "wri
 
 CHECKPOINTS = "checkpoints"
 GAME_SOURCE = "game_source.json"
+_logger = logging.getLogger(__name__)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -81,7 +86,12 @@ def _game_of(config: RunConfig, run_dir: Path, game: MeanFieldGame | None) -> tu
     """The run's game and its recorded source: the one given, else what ``config.env`` names (checked
     against ``game_source.json`` when the run folder has one)."""
     recorded_path = run_dir / GAME_SOURCE
-    recorded = json.loads(recorded_path.read_text()) if recorded_path.exists() else None
+    try:
+        recorded = json.loads(recorded_path.read_text()) if recorded_path.exists() else None
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read {recorded_path}: {' '.join(str(error).split())}") from None
+    if recorded is not None and not isinstance(recorded, dict):
+        raise ValueError(f"{recorded_path} must hold a JSON object, got {type(recorded).__name__}")
     if game is not None:
         source = {"reference": config.env, "name": game.name,
                   "python_object": f"{type(game).__module__}.{type(game).__qualname__}"}
@@ -89,7 +99,10 @@ def _game_of(config: RunConfig, run_dir: Path, game: MeanFieldGame | None) -> tu
     if recorded is not None and "python_object" in recorded:
         raise ValueError(f"{run_dir} was trained on a game passed as a Python object ({recorded['python_object']}); "
                          f"pass it again: game=...")
-    source_record = None if recorded is None else GameSource(**recorded)
+    try:
+        source_record = None if recorded is None else GameSource(**recorded)
+    except TypeError as error:
+        raise ValueError(f"{recorded_path} is not a game source record: {error}") from None
     spec, source = resolve_game(config.env, source_record)
     return spec.make(config.game), source.to_dict()
 
@@ -104,45 +117,82 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
 
 def train(config: RunConfig, run_dir: str | Path, resume: bool = False,
           callback: Callable[[IterationRecord], None] | None = None, game: MeanFieldGame | None = None,
-          progress: Callable[[str], None] | None = None, tensorboard: bool = False) -> Run:
+          progress: Callable[[str], None] | None = None, tensorboard: bool = False,
+          notify: Callable[[str], None] | None = None) -> Run:
     """Train ``config.algorithm`` for ``config.fp.iterations`` iterations, checkpointing into ``run_dir``.
 
     Args:
         config: the run's configuration.
-        run_dir: the run folder (created; refused if it holds a run unless ``resume``).
-        resume: continue from the last checkpoint (``config`` may raise ``fp.iterations``;
-            everything else must match what the run was started with).
+        run_dir: the run folder. Without ``resume`` it must not exist, be empty, or hold an unfinished
+            run of exactly this config (which is then continued); anything else is refused
+            (``FileExistsError``) and left untouched.
+        resume: continue from the last good checkpoint. The checkpoint's config is the run's:
+            ``config`` may raise ``fp.iterations`` (never below the iterations done) and must match
+            it in everything else, as must ``run_dir/config.yaml`` (``ValueError`` naming the fields).
         callback: receives every iteration's record (iteration 0 included).
         game: a game object to train on instead of the one ``config.env`` names (pass it again to
             :func:`load_run` and on resume).
         progress: receives the name of each phase of an iteration as it starts.
         tensorboard: also write the metrics as TensorBoard scalars under ``run_dir/tensorboard``.
+        notify: receives one-line notices (a stale lock recovered, a corrupted checkpoint skipped,
+            an unfinished run continued); default: the ``dedafp.run`` logger.
 
-    Sets torch's CPU threads (:func:`~dedafp.common.threads.configure_threads`) like the CLI does.
+    The folder is locked for the whole call (:class:`~dedafp.common.lock.RunLock`): a second writer
+    fails at once (``RunLockedError``, a ``RuntimeError``) naming the holder. Every checkpoint's
+    SHA-256 is recorded in ``checkpoints/SHA256SUMS``. Everything that can be checked (config, game,
+    device, memory, folder) is checked before anything is written: a refused call leaves no folder
+    behind. Sets torch's CPU threads (:func:`~dedafp.common.threads.configure_threads`) like the CLI.
     """
     configure_threads()
     run_dir = Path(run_dir)
-    checkpoint = latest_checkpoint(run_dir) if resume else None
+    say = notify if notify is not None else _logger.info
+    _check_device(config.device)
     if resume and not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"cannot resume: {run_dir / 'config.yaml'} does not exist")
-    if not resume and latest_checkpoint(run_dir) is not None:
-        raise FileExistsError(f"{run_dir} already holds a run; use --resume to continue it or choose another --out")
+    if (run_dir / LOCK_FILES[0]).exists():       # a writer at work is the first thing to say
+        RunLock(run_dir).check_free()
+    if not resume:
+        _check_writable_target(run_dir)
+        _continue_or_refuse(run_dir, config, lambda message: None)   # refuse before touching anything
     game, source = _game_of(config, run_dir, game)
+    check_fits(estimate_run_bytes(config, game), f"this run ({_largest_population(config)})",
+               "lower it or the other fp.*_agents", config.device)
     algorithm = make_algorithm(config, game)
     algorithm.progress = progress
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
-    atomic_write(yaml.safe_dump(config.to_dict(), sort_keys=False), run_dir / "config.yaml")
-    write_json(source, run_dir / GAME_SOURCE)
-
-    started = time.time()
-    previous_seconds = 0.0
-    if checkpoint is not None:
-        state = load_checkpoint(checkpoint, config.device)
-        algorithm.load_state_dict(state)
-        previous_seconds = state.get("wall_clock", 0.0)
-    writer = _tensorboard_writer(run_dir) if tensorboard else None
+    created = _make_folder(run_dir)
+    lock_existed = (run_dir / LOCK_FILES[0]).exists()
+    lock = RunLock(run_dir)
     try:
+        lock.acquire()
+    except BaseException:
+        _remove_stub(created, run_dir, lock_existed)
+        raise
+    writer = None
+    written = False
+    try:
+        if lock.recovered is not None:
+            say(f"recovered the stale lock of {run_dir} left by {describe_holder(lock.recovered)}, "
+                f"which is no longer running")
+        if not resume:
+            resume = _continue_or_refuse(run_dir, config, say)
+        checkpoint, state = _resume_point(run_dir, config, say) if resume else (None, None)
+        if resume:
+            _check_resume_config(run_dir, config, checkpoint, state)
+        (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
+        written = True
+        atomic_write(yaml.safe_dump(config.to_dict(), sort_keys=False), run_dir / "config.yaml")
+        write_json(source, run_dir / GAME_SOURCE)
+
+        started = time.time()
+        previous_seconds = 0.0
+        if checkpoint is not None:
+            try:
+                algorithm.load_state_dict(state)
+            except (KeyError, TypeError, ValueError, RuntimeError) as error:
+                raise ValueError(f"checkpoint {checkpoint} does not fit this run's algorithm: "
+                                 f"{type(error).__name__}: {error}") from None
+            previous_seconds = state.get("wall_clock", 0.0)
+        writer = _tensorboard_writer(run_dir) if tensorboard else None
         while algorithm.completed < config.fp.iterations or not algorithm.history:
             record = algorithm.initialise() if not algorithm.history else algorithm.iteration()
             if callback is not None:
@@ -153,12 +203,208 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False,
                 writer.flush()
             state = algorithm.state_dict()
             state["wall_clock"] = previous_seconds + time.time() - started
-            atomic_save(state, run_dir / CHECKPOINTS / f"iter_{algorithm.completed:03d}.pt")
+            _save_checkpoint(state, run_dir / CHECKPOINTS / f"iter_{algorithm.completed:03d}.pt")
             _save_outputs(algorithm, run_dir, state["wall_clock"])
+    except BaseException:
+        if not written:
+            lock.release()
+            _remove_stub(created, run_dir, lock_existed)
+        raise
     finally:
         if writer is not None:
             writer.close()
+        lock.release()
     return load_run(run_dir, game=game if "python_object" in source else None)
+
+
+def _check_device(device: str) -> None:
+    if str(device).startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: no CUDA device is available here; use --device cpu")
+        index = torch.device(device).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def _largest_population(config: RunConfig) -> str:
+    name = max(("br_agents", "population_agents", "eval_agents"), key=lambda n: getattr(config.fp, n))
+    return f"fp.{name} = {getattr(config.fp, name)}"
+
+
+def estimate_run_bytes(config: RunConfig, game: MeanFieldGame) -> int:
+    """A lower bound of the bytes a run allocates: the largest simulated population's trajectories
+    (float32 states, actions, rewards over T+1 steps) and one batch of hidden activations, plus the
+    behaviour-cloning buffer of every iteration's ``(t, x, a)`` samples."""
+    horizon = int(getattr(game, "horizon", 1))
+    per_step = int(getattr(game, "state_dim", 1)) + int(getattr(game, "action_dim", 1)) + 2
+    widest = max(config.best_response.hidden, config.average_policy.hidden, config.flow.hidden)
+    agents = max(config.fp.br_agents, config.fp.population_agents, config.fp.eval_agents)
+    simulation = agents * ((horizon + 1) * per_step + 2 * widest) * 4
+    buffer = config.fp.br_agents * horizon * (per_step + 1) * 4 * (config.fp.iterations + 1)
+    return simulation + buffer
+
+
+def _check_writable_target(run_dir: Path) -> None:
+    """Refuse, before anything is written, an ``--out`` that is a file or lies under one."""
+    for parent in [run_dir, *run_dir.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                where = "is a file" if parent == run_dir else f"lies under {parent}, which is a file"
+                raise FileExistsError(f"cannot create the run folder {run_dir}: it {where}; choose another --out")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(f"cannot create the run folder {run_dir}: {parent} is not writable; "
+                                      f"choose another --out")
+            return
+
+
+def _make_folder(run_dir: Path) -> Path | None:
+    """Create ``run_dir`` (and parents); the topmost folder this created, or None if it existed."""
+    top = None
+    for parent in [run_dir, *run_dir.parents]:
+        if parent.exists():
+            break
+        top = parent
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PermissionError(f"cannot create the run folder {run_dir}: {error.strerror or error}; "
+                              f"choose another --out") from None
+    return top
+
+
+def _remove_stub(created: Path | None, run_dir: Path, lock_existed: bool) -> None:
+    """Remove the lock file (unless it was there before) and the folders this call created, if they
+    hold nothing else."""
+    if not lock_existed:
+        (run_dir / LOCK_FILES[0]).unlink(missing_ok=True)
+    if created is None:
+        return
+    for folder in [run_dir, *run_dir.parents]:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == created:
+            return
+
+
+def _folder_contents(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in run_dir.iterdir() if p.name not in LOCK_FILES) if run_dir.is_dir() else []
+
+
+def _completed(run_dir: Path) -> int:
+    """Iterations done: the newest checkpoint's number or ``summary.json``'s count, whichever is
+    larger (checkpoints may have been pruned); -1 if neither exists."""
+    found = latest_checkpoint(run_dir)
+    done = -1 if found is None else int(found.stem.removeprefix("iter_"))
+    path = run_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        summary = {}      # damaged or another tool's: the checkpoints tell
+    iterations = summary.get("iterations") if isinstance(summary, dict) else None
+    if isinstance(iterations, int) and not isinstance(iterations, bool):
+        done = max(done, iterations)
+    return done
+
+
+def _continue_or_refuse(run_dir: Path, config: RunConfig, say: Callable[[str], None]) -> bool:
+    """Whether a fresh start in ``run_dir`` continues an unfinished run of the same config; raises
+    ``FileExistsError`` for any other non-empty folder."""
+    contents = _folder_contents(run_dir)
+    if not contents:
+        return False
+    if "config.yaml" not in contents:
+        shown = ", ".join(contents[:5]) + (", ..." if len(contents) > 5 else "")
+        raise FileExistsError(f"{run_dir} is not empty and holds no dedafp run ({shown}); choose another --out")
+    try:
+        stored = read_run_config(run_dir)
+    except (ValueError, OSError) as error:
+        raise FileExistsError(f"{run_dir} already holds a run whose config cannot be read ({error}); "
+                              f"choose another --out") from None
+    done = _completed(run_dir)
+    differences = config_differences(stored.to_dict(), config.to_dict())
+    if not differences and done < config.fp.iterations:
+        say(f"{run_dir} holds an unfinished run of this config ({max(done, 0)} of {config.fp.iterations} "
+            f"iterations done): continuing it")
+        return True
+    state = "finished" if done >= stored.fp.iterations else f"{max(done, 0)} of {stored.fp.iterations} iterations done"
+    why = "" if not differences else f", with another config: {', '.join(d.split(':')[0] for d in differences)}"
+    raise FileExistsError(f"{run_dir} already holds a run ({state}{why}); use --resume {run_dir} "
+                          f"[--iterations K] to continue it or choose another --out")
+
+
+def _resume_point(run_dir: Path, config: RunConfig,
+                  say: Callable[[str], None]) -> tuple[Path | None, dict[str, Any] | None]:
+    """The newest checkpoint that passes its checksum and loads, and its state; corrupted newer ones
+    are moved aside (``.corrupt``) and reported. None if the run has no checkpoint yet."""
+    folder = run_dir / CHECKPOINTS
+    found = sorted(folder.glob("iter_*.pt"))
+    if not found:
+        return None, None
+    manifest = read_manifest(folder)
+    bad: list[tuple[Path, str]] = []
+    for path in reversed(found):
+        problem = checksum_problem(path, manifest)
+        if problem is None:
+            try:
+                state = load_checkpoint(path, config.device)
+            except ValueError as error:
+                problem = str(error).removeprefix(f"cannot read checkpoint {path}: ")
+            else:
+                if not (isinstance(state, dict) and "history" in state and "config" in state):
+                    problem = "not a dedafp checkpoint"
+        if problem is not None:
+            bad.append((path, problem))
+            continue
+        for damaged, reason in bad:
+            damaged.replace(damaged.with_name(damaged.name + ".corrupt"))
+            say(f"checkpoint {damaged} cannot be trusted ({reason}): moved aside to {damaged.name}.corrupt; "
+                f"resuming from {path.name}")
+        return path, state
+    reasons = "; ".join(f"{p.name}: {r}" for p, r in bad)
+    raise ValueError(f"cannot resume {run_dir}: no checkpoint can be trusted ({reasons}); "
+                     f"start a new run in another --out")
+
+
+def _without_iterations(tree: dict[str, Any]) -> dict[str, Any]:
+    return {**tree, "fp": {k: v for k, v in tree.get("fp", {}).items() if k != "iterations"}}
+
+
+def _check_resume_config(run_dir: Path, config: RunConfig, checkpoint: Path | None,
+                         state: dict[str, Any] | None) -> None:
+    """The checkpoint's config is the run's: ``config.yaml`` and ``config`` must agree with it (only
+    ``fp.iterations`` may grow)."""
+    on_disk = read_run_config(run_dir)
+    if checkpoint is None or state is None:
+        truth, where = on_disk, run_dir / "config.yaml"
+    else:
+        try:
+            truth = RunConfig.from_dict(state["config"])
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"checkpoint {checkpoint} holds a config this version cannot read: {error}") from None
+        where = checkpoint
+        differences = config_differences(_without_iterations(on_disk.to_dict()), _without_iterations(truth.to_dict()))
+        if differences:
+            raise ValueError(f"{run_dir / 'config.yaml'} disagrees with checkpoint {checkpoint.name} "
+                             f"({'; '.join(differences)}, config.yaml first): the checkpoint's config is the run's; "
+                             f"restore config.yaml or start a new run")
+    differences = config_differences(_without_iterations(config.to_dict()), _without_iterations(truth.to_dict()))
+    if differences:
+        raise ValueError(f"resuming cannot change the run's config ({'; '.join(differences)}, requested first; "
+                         f"from {where}); only fp.iterations may grow: start a new run to change it")
+    done = 0 if state is None else len(state["history"]) - 1
+    if config.fp.iterations < done:
+        raise ValueError(f"fp.iterations = {config.fp.iterations} is below the {done} iterations {run_dir} has "
+                         f"completed; give --iterations >= {done}")
+
+
+def _save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint: to a temporary file, its checksum into SHA256SUMS, then the final name."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    record_checksum(path.parent, path.name, sha256_of(tmp))
+    os.replace(tmp, path)
 
 
 def _tensorboard_writer(run_dir: Path) -> Any:
@@ -229,18 +475,27 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu", game: Mean
     ``game``: the game object the run was trained on, when it was passed to :func:`train` as one.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.yaml)")
-    config = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    config = read_run_config(run_dir)
     game, _ = _game_of(config, run_dir, game)
     if not (run_dir / "average_policy.pt").exists():
         raise FileNotFoundError(f"{run_dir} has no finished iteration yet (no average_policy.pt)")
     saved = load_checkpoint(run_dir / "average_policy.pt", device)
-    if "best_responses" in saved:
-        policy: Policy = MixturePolicy(saved["best_responses"])
-    elif "policy" in saved and not isinstance(saved["policy"], dict):
-        policy = saved["policy"]
-    else:
-        policy = AveragePolicy.load(str(run_dir / "average_policy.pt"), game, device)
-    population = population_from_state_dict(load_checkpoint(run_dir / "population.pt", device), str(device))
+    try:
+        if not isinstance(saved, dict):
+            raise TypeError(f"a {type(saved).__name__}, not a dict")
+        if "best_responses" in saved:
+            policy: Policy = MixturePolicy(saved["best_responses"])
+        elif "policy" in saved and not isinstance(saved["policy"], dict):
+            policy = saved["policy"]
+        else:
+            policy = AveragePolicy.load(str(run_dir / "average_policy.pt"), game, device)
+    except (KeyError, TypeError, AttributeError, RuntimeError, ValueError) as error:
+        raise ValueError(f"{run_dir / 'average_policy.pt'} is not a policy this run can load: "
+                         f"{type(error).__name__}: {error}") from None
+    saved = load_checkpoint(run_dir / "population.pt", device)
+    try:
+        population = population_from_state_dict(saved, str(device))
+    except (KeyError, TypeError, AttributeError, RuntimeError, ValueError) as error:
+        raise ValueError(f"{run_dir / 'population.pt'} is not a population model: "
+                         f"{type(error).__name__}: {error}") from None
     return Run(run_dir, config, game, policy, population)

@@ -12,15 +12,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dedafp.common.validation import Rule, validated
 from dedafp.envs.base import MeanFieldGame
 
 
 @dataclass(frozen=True)
+@validated("average_policy")
 class AveragePolicyConfig:
     """Network and training budget of the behaviour-cloned average policy.
 
@@ -58,6 +61,11 @@ class AveragePolicyConfig:
             average): 0.03-0.06 with ``fixed_std = 0.05``, 0.12-0.35 with a learned spread.
     """
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "hidden": ">= 1", "layers": ">= 1", "steps": ">= 0", "batch_size": ">= 1", "lr": "> 0",
+        "buffer_capacity": ">= 1", "initial_std": "(0, 1)", "beta": "[0, 1]", "components": ">= 1",
+        "fixed_std": "(0, 1)"}
+
     hidden: int = 64
     layers: int = 2
     steps: int = 1500
@@ -71,25 +79,9 @@ class AveragePolicyConfig:
     fixed_std: float | None = None
 
     def __post_init__(self) -> None:
-        for name, minimum in (("hidden", 1), ("layers", 1), ("steps", 0), ("batch_size", 1), ("components", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"average_policy.{name} must be an integer >= {minimum}, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"average_policy.lr must be a finite number > 0, got {self.lr!r}")
-        if not (isinstance(self.initial_std, (int, float)) and 0 < self.initial_std < 1):
-            raise ValueError(f"average_policy.initial_std must be in (0, 1), got {self.initial_std!r}")
-        if not (isinstance(self.beta, (int, float)) and 0 <= self.beta <= 1):
-            raise ValueError(f"average_policy.beta must be in [0, 1], got {self.beta!r}")
-        if self.fixed_std is not None:
-            if not (isinstance(self.fixed_std, (int, float)) and 0 < self.fixed_std < 1):
-                raise ValueError(f"average_policy.fixed_std must be None or in (0, 1), got {self.fixed_std!r}")
-            if self.components != 1:
-                raise ValueError(f"average_policy.fixed_std needs components = 1, got components = {self.components}")
-        if self.buffer_capacity is not None and (not isinstance(self.buffer_capacity, int)
-                                                 or self.buffer_capacity < 1):
-            raise ValueError(f"average_policy.buffer_capacity must be None or an integer >= 1, "
-                             f"got {self.buffer_capacity!r}")
+        """fixed_std needs a single component."""
+        if self.fixed_std is not None and self.components != 1:
+            raise ValueError(f"average_policy.fixed_std needs components = 1, got components = {self.components}")
 
 
 class FictitiousPlayBuffer:

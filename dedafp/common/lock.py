@@ -85,13 +85,7 @@ class RunLock:
         try:
             self._lock.acquire(timeout=0)
         except Timeout:
-            holder = read_holder(self.run_dir)
-            dead = ""
-            if holder is not None and holder.get("host") == socket.gethostname() \
-                    and isinstance(holder.get("pid"), int) and not pid_running(holder["pid"]):
-                dead = " (that pid is no longer running: a process it started may still hold the lock)"
-            raise RunLockedError(f"{self.run_dir} is being written by {describe_holder(holder)}{dead}; "
-                                 f"wait for it to finish or choose another folder") from None
+            self._raise_locked()
         except OSError as error:
             raise RunLockedError(f"cannot lock {self.run_dir / LOCK_NAME}: {error.strerror or error}") from None
         previous = read_holder(self.run_dir)
@@ -106,6 +100,26 @@ class RunLock:
             self._lock.release()
             raise
         return self
+
+    def check_free(self) -> None:
+        """Raise :class:`RunLockedError` naming the holder if another process holds the lock; else
+        return without taking it (nothing is written)."""
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            self._raise_locked()
+        except OSError as error:
+            raise RunLockedError(f"cannot lock {self.run_dir / LOCK_NAME}: {error.strerror or error}") from None
+        self._lock.release()
+
+    def _raise_locked(self) -> None:
+        holder = read_holder(self.run_dir)
+        dead = ""
+        if holder is not None and holder.get("host") == socket.gethostname() \
+                and isinstance(holder.get("pid"), int) and not pid_running(holder["pid"]):
+            dead = " (that pid is no longer running: a process it started may still hold the lock)"
+        raise RunLockedError(f"{self.run_dir} is being written by {describe_holder(holder)}{dead}; "
+                             f"wait for it to finish or choose another folder") from None
 
     def release(self) -> None:
         """Remove the holder record and release the lock."""
