@@ -2,22 +2,21 @@
 
 Usage::
 
-    seconds, result = timed(lambda: flow.sample(t, 5000), device)      # one call
-    median_seconds(lambda: flow.sample(t, 5000), repeats=5, device=device)
+    seconds, result = timed(lambda: flow.sample(t, 5000), device)
+    start = time.perf_counter(); ...; seconds = seconds_since(start, device)
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 
-__all__ = ["synchronize", "timed", "seconds_since", "median_seconds", "machine_info"]
+__all__ = ["synchronize", "timed", "seconds_since", "machine_info"]
 
 T = TypeVar("T")
 
@@ -41,13 +40,6 @@ def seconds_since(start: float, device: torch.device | str | None = None) -> flo
     """Seconds from ``start`` (a ``time.perf_counter()`` reading) to the end of ``device``'s queued work."""
     synchronize(device)
     return time.perf_counter() - start
-
-
-def median_seconds(fn: Callable[[], Any], repeats: int, device: torch.device | str | None = None) -> float:
-    """Median over ``repeats`` calls (>= 1) of :func:`timed` ``fn()``, in seconds."""
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats!r}")
-    return statistics.median(timed(fn, device)[0] for _ in range(repeats))
 
 
 def machine_info(load_at_start: float | None = None) -> dict[str, object]:
