@@ -11,6 +11,8 @@
 Usage::
 
     python -m dedafp.algorithms.damped_report sweep --out results/omd
+    python -m dedafp.algorithms.damped_report sweep --out results/omd --games four_rooms --weights 0.05 0.1 0.2 \
+        --name exact_sweep_four_rooms
     python -m dedafp.algorithms.damped_report report --out results/omd \\
         --runs "lq2d:damped_fp α=1:runs/omd/lq2d_damped1_s*" "lq2d:DEDA-FP:runs/omd/lq2d_dedafp_s*"
 """
@@ -31,12 +33,14 @@ __all__ = ["exact_sweep", "write_sweep", "write_report", "main"]
 
 #: Weights of the exact sweep (α = 1: fixed point).
 SWEEP_WEIGHTS = (0.1, 0.2, 0.25, 0.3, 0.5, 0.7, 1.0)
+#: Online mirror descent's learning rate per grid game: the one its cached reference (results/reference/) used.
+OMD_LEARNING_RATES = {"beach_bar": 10.0, "four_rooms": 1.0}
 #: The metric each kind of game is scored by.
 _METRIC = {"lq": "fp/exploitability", "grid": "fp/grid_exploitability"}
 
 
 def exact_sweep(game: str, iterations: int = 20, weights: Sequence[float] = SWEEP_WEIGHTS,
-                omd_learning_rate: float = 10.0) -> dict[str, list[float]]:
+                omd_learning_rate: float | None = None) -> dict[str, list[float]]:
     """Exact-parts exploitability ``[iterations + 1]`` per method: ``fp``, ``damped α=...`` (and ``omd`` on a grid)."""
     from dedafp.reference.damped import GridDampedFictitiousPlay, exact_damped_fictitious_play
     curves: dict[str, list[float]] = {}
@@ -51,7 +55,8 @@ def exact_sweep(game: str, iterations: int = 20, weights: Sequence[float] = SWEE
     from dedafp.envs.registry import make_game
     from dedafp.reference.grid import GridFictitiousPlay, GridMirrorDescent, build_grid, default_grid_config
     grid = build_grid(make_game(game), default_grid_config(game))
-    solvers = {"fp": GridFictitiousPlay(grid), "omd": GridMirrorDescent(grid, omd_learning_rate)}
+    rate = OMD_LEARNING_RATES.get(game, 1.0) if omd_learning_rate is None else omd_learning_rate
+    solvers = {"fp": GridFictitiousPlay(grid), "omd": GridMirrorDescent(grid, rate)}
     solvers.update({f"damped α={w:g}": GridDampedFictitiousPlay(grid, w) for w in weights})
     for name, solver in solvers.items():
         curves[name] = [solver.evaluate().exploitability] + [solver.iteration().exploitability
@@ -59,22 +64,23 @@ def exact_sweep(game: str, iterations: int = 20, weights: Sequence[float] = SWEE
     return curves
 
 
-def write_sweep(out: Path, games: Sequence[str] = ("lq1d", "lq2d", "beach_bar"), iterations: int = 20) -> Path:
-    """``out/exact_sweep.csv`` (game, method, k, exploitability) and ``exact_sweep.md`` (k = 5, 10, 20)."""
+def write_sweep(out: Path, games: Sequence[str] = ("lq1d", "lq2d", "beach_bar"), iterations: int = 20,
+                weights: Sequence[float] = SWEEP_WEIGHTS, name: str = "exact_sweep") -> Path:
+    """``out/NAME.csv`` (game, method, k, exploitability) and ``NAME.md`` (k = 5, 10, 20)."""
     out.mkdir(parents=True, exist_ok=True)
     rows, lines = [], ["| game | method (exact parts) | k = 5 | k = 10 | k = 20 |", "|---|---|---:|---:|---:|"]
     for game in games:
-        curves = exact_sweep(game, iterations)
+        curves = exact_sweep(game, iterations, weights)
         for method, curve in curves.items():
             rows += [(game, method, k, value) for k, value in enumerate(curve)]
             cells = " | ".join(f"{curve[k]:.3g}" for k in (5, 10, 20) if k < len(curve))
             lines.append(f"| {game} | {method} | {cells} |")
-    path = out / "exact_sweep.csv"
+    path = out / f"{name}.csv"
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["game", "method", "k", "exploitability"])
         writer.writerows(rows)
-    (out / "exact_sweep.md").write_text("\n".join(lines) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -175,9 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/omd"))
     parser.add_argument("--runs", nargs="*", default=[], help="game:label:glob of run folders (report)")
     parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--games", nargs="*", default=["lq1d", "lq2d", "beach_bar"], help="games (sweep)")
+    parser.add_argument("--weights", nargs="*", type=float, default=list(SWEEP_WEIGHTS), help="α values (sweep)")
+    parser.add_argument("--name", default="exact_sweep", help="file stem of the sweep's CSV and table")
     args = parser.parse_args(argv)
     if args.command == "sweep":
-        write_sweep(args.out, iterations=args.iterations)
+        write_sweep(args.out, args.games, args.iterations, args.weights, args.name)
     else:
         write_report(args.out, args.runs)
     return 0
