@@ -177,3 +177,14 @@ def test_the_evaluator_sees_the_damped_mixture():
     shares = [sum(m is b for m in members) / len(members) for b in loop.best_responses]
     np.testing.assert_allclose(shares, [0.25, 0.25, 0.5])
     assert members[-1] is loop.best_responses[-1]
+
+
+@pytest.mark.parametrize("game", ["lq1d", "lq2d", "beach_bar"])
+def test_the_measured_weight_is_the_exact_sweeps_best_at_k20(game):
+    """``MEASURED_WEIGHTS`` is what the exact-parts sweep (results/omd/exact_sweep.md) picks at k = 20."""
+    from dedafp.algorithms.damped import MEASURED_WEIGHTS
+    from dedafp.algorithms.damped_report import exact_sweep
+    curves = exact_sweep(game, 20)
+    damped = {float(name.split("=")[1]): curve[20] for name, curve in curves.items() if name.startswith("damped")}
+    assert min(damped, key=damped.get) == MEASURED_WEIGHTS[game]
+    assert damped[MEASURED_WEIGHTS[game]] < 0.1 * curves["fp"][20]
