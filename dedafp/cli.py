@@ -318,6 +318,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     backend, address = check_backend(args.backend), check_address(args.address)
     workers = tuple(check_workers(w) for w in parse_counts(args.workers, "workers"))
     out = Path(args.out) if args.out else simulate_study.DEFAULT_OUT
+    if args.agents is not None:
+        _check_simulation_memory(args.run, max(parse_counts(args.agents, "agents")), args.device)
     if args.study == "throughput":
         agents = parse_counts(args.agents, "agents") if args.agents else simulate_study.THROUGHPUT_AGENTS
         simulate_study.throughput_study(args.run, agents, parse_count(args.repeats, "repeats"), args.device,
@@ -342,6 +344,22 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             write_json(summary, out / "simulate.json")
             print(f"written to {out / 'simulate.json'}")
     return 0
+
+
+#: Bytes per simulated agent per state or action coordinate (states, actions, noise, next states and
+#: their float64 sums, with room for the temporaries of one step); a lower bound, measured loosely.
+SIMULATION_BYTES_PER_COORDINATE = 32
+
+
+def _check_simulation_memory(run: str, agents: int, device: str) -> None:
+    """Refuse, with the estimate, an N-player simulation whose agents cannot fit in memory."""
+    from dedafp.common.memory import check_fits
+
+    config = read_run_config(run)
+    game = game_spec(config.env).make(config.game)
+    coordinates = game.state_dim + game.action_dim + 4          # + time, reward, return, bin index
+    check_fits(agents * coordinates * SIMULATION_BYTES_PER_COORDINATE, f"simulating --agents {agents}",
+               "lower --agents (or shard it over Ray workers on several machines)", device)
 
 
 def cmd_games(args: argparse.Namespace) -> int:

@@ -6,10 +6,17 @@ A run folder holds::
     game_source.json         where the game came from (a built-in, a file with its sha256, ...)
     metrics.csv              one row per iteration k = 0..K (namespaced columns)
     checkpoints/iter_NNN.pt  the algorithm's full state after iteration NNN (RNG states included)
+    checkpoints/SHA256SUMS   the checkpoints' SHA-256 digests (``sha256sum -c`` format), checked on resume
     average_policy.pt        the latest average policy      (loadable with :func:`load_run`)
     population.pt            the latest population model
     summary.json             final metrics and wall-clock
     tensorboard/             the metrics as TensorBoard scalars (``tensorboard=True``)
+    .dedafp.lock(.json)      while a writer works: its lock and who holds it (pid, host, start time)
+
+Guarantees: one writer at a time (a second is refused naming the holder); a fresh start never
+writes into a folder that is not empty or an unfinished run of the same config; resume continues the
+checkpoint's config exactly (only ``fp.iterations`` may grow) from the newest checkpoint whose SHA-256
+matches, moving corrupted ones aside; a refused call writes nothing.
 
 Usage::
 
@@ -463,9 +470,18 @@ class Run:
         return sorted((self.path / CHECKPOINTS).glob("iter_*.pt"))
 
     def load_algorithm(self, checkpoint: Path, device: torch.device | str = "cpu") -> Algorithm:
-        """The run's algorithm restored from ``checkpoint`` (e.g. to re-evaluate an iteration)."""
+        """The run's algorithm restored from ``checkpoint`` (e.g. to re-evaluate an iteration);
+        ``ValueError`` naming the file if it fails its recorded SHA-256 or cannot be restored."""
+        checkpoint = Path(checkpoint)
+        problem = checksum_problem(checkpoint, read_manifest(checkpoint.parent))
+        if problem is not None:
+            raise ValueError(f"checkpoint {checkpoint} cannot be trusted: {problem}")
+        state = load_checkpoint(checkpoint, device)
         algorithm = make_algorithm(self.config, self.game)
-        algorithm.load_state_dict(load_checkpoint(checkpoint, device))
+        try:
+            algorithm.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"checkpoint {checkpoint} does not fit this run: {type(error).__name__}: {error}") from None
         return algorithm
 
 

@@ -1,9 +1,10 @@
 """One writer per run folder: an exclusive lock (the maintained ``filelock`` library) with its holder
 written beside it.
 
-``RUN/.dedafp.lock`` is locked with ``flock`` for as long as a writer works in ``RUN`` (filelock removes
-the file on release, re-checking the inode it locked so that a concurrent taker is never fooled); the
-kernel releases the lock on any exit, ``kill -9`` included, so it is never left held by a dead process.
+``RUN/.dedafp.lock`` is locked with ``flock`` for as long as a writer works in ``RUN`` and removed on
+release (a finished folder holds no lock file); the kernel releases the lock on any exit, ``kill -9``
+included, so it is never left held by a dead process (the file then stays, unlocked, until the next
+writer takes and removes it).
 ``RUN/.dedafp.lock.json`` names the holder (pid, host, start time, command) so that a refused second
 writer can say who holds the folder; a holder file left by a writer that died without releasing
 (the pid is no longer running) is a *stale* lock: the next writer takes the lock, replaces the
@@ -122,11 +123,14 @@ class RunLock:
                              f"wait for it to finish or choose another folder") from None
 
     def release(self) -> None:
-        """Remove the holder record and release the lock."""
+        """Remove the holder record and the lock file, then release the lock. The file goes while it is
+        still locked: a writer that opened it meanwhile finds its inode unlinked once it gets the lock
+        and does not count itself the holder (filelock checks), so two writers never hold one folder."""
         if not self._lock.is_locked:
             return
         try:
             (self.run_dir / HOLDER_NAME).unlink(missing_ok=True)
+            (self.run_dir / LOCK_NAME).unlink(missing_ok=True)
         finally:
             self._lock.release()
 
