@@ -13,15 +13,18 @@ string-choice field, and is decorated with :func:`validated` (below ``@dataclass
         def __post_init__(self) -> None:     # optional: cross-field rules only
             ...
 
-On construction every field is checked before the class's own ``__post_init__`` runs:
+On construction every field is checked:
 
-* its type, read from the annotation: ``int`` (``True`` is not an integer), ``float`` (an int is
+* its type, read from the annotation (checked first): ``int`` (``True`` is not an integer), ``float`` (an int is
   accepted; NaN and ±inf never are), ``bool`` (only ``True``/``False``), ``str``, ``X | None``,
   unions, ``tuple[float, ...]`` (a list is accepted; the class may convert it), ``dict``, nested
   config dataclasses, ``Any``;
-* its rule: an interval (``">= 1"``, ``"> 0"``, ``"<= 5"``, ``"[0, 1]"``, ``"(0, 1]"``, ``"any"`` for
-  any finite number) for numbers, a tuple of allowed values for strings (a tuple may also hold one
-  interval for the numeric part of a ``str | float`` field).
+* its rule (checked after the class's own ``__post_init__``): an interval (``">= 1"``, ``"> 0"``,
+  ``"<= 5"``, ``"[0, 1]"``, ``"(0, 1]"``, ``"any"`` for any finite number) for numbers, a tuple of
+  allowed values for strings (a tuple may also hold one interval for the numeric part of a
+  ``str | float`` field), or ``"array"`` for a vector or matrix field that also takes a number to
+  broadcast: a finite number, nested lists of them or a numpy array, whatever the annotation (the
+  class's own ``__post_init__`` checks the shape and converts).
 
 No field can be forgotten: a field whose type admits a number and has no entry in ``RULES`` (or an
 entry naming no field) is our bug and raises ``TypeError`` at the class's first construction, which
@@ -47,7 +50,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, Union
 
-__all__ = ["Rule", "validated", "check_value", "Interval", "parse_rule"]
+__all__ = ["Rule", "validated", "check_value", "check_type", "check_range", "Interval", "parse_rule"]
 
 #: A field's rule: an interval text (``">= 1"``, ``"(0, 1]"``, ``"any"``) or a tuple of allowed values.
 Rule = str | tuple
@@ -126,6 +129,8 @@ def _describe_kind(kind: Any) -> str:
     origin = typing.get_origin(kind)
     if origin in (tuple, list):
         args = typing.get_args(kind)
+        if len(args) == 2 and args[1] is not Ellipsis:
+            return f"a pair of {_describe_kind(args[0]).removeprefix('a ').removeprefix('an ')}s"
         inner = _describe_kind(args[0]) if args else "values"
         return f"a list of {inner.removeprefix('a ').removeprefix('an ')}s" if args else "a list"
     if origin is dict or kind is dict:
@@ -170,39 +175,78 @@ def _matches(kind: Any, value: Any) -> bool:
     return True   # a hint we do not model (a Protocol, a callable): the class's own checks judge it
 
 
+def _is_array(value: Any) -> bool:
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):     # a numpy array or scalar
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return all(_is_array(v) for v in value)
+    return _matches(float, value)
+
+
+def _parts(rule: Rule | None) -> tuple[tuple, Interval]:
+    """A rule's string choices and its interval."""
+    items = rule if isinstance(rule, tuple) else () if rule is None else (rule,)
+    choices = tuple(c for c in items if not _is_interval(c))
+    intervals = [parse_rule(c) for c in items if _is_interval(c)]
+    return choices, intervals[0] if intervals else Interval()
+
+
+def _expected(hint: Any, rule: Rule | None, with_type: bool = True) -> str:
+    """``an integer >= 1``, ``None or in (0, 1)``, ``one of ('a', 'b') or a finite number > 0``."""
+    choices, interval = _parts(rule)
+    kinds = sorted(_kinds(hint), key=lambda k: k is not type(None))
+    parts = []
+    for kind in kinds:
+        if kind is type(None):
+            parts.append("None")
+        elif kind is str and choices:
+            parts.append(f"one of {choices}")
+        elif kind in (int, float):
+            bound = interval.describe()
+            if kind is float and not with_type and bound:
+                parts.append(bound)
+            else:
+                parts.append(_describe_kind(kind) + (f" {bound}" if bound else ""))
+        else:
+            parts.append(_describe_kind(kind))
+    return " or ".join(dict.fromkeys(parts))
+
+
+def check_type(name: str, hint: Any, value: Any, rule: Rule | None = None) -> None:
+    """``ValueError`` naming ``name`` unless ``value`` has the hint's type (numbers finite), or is an
+    ``"array"`` field's number or nested lists of numbers."""
+    if rule == "array":
+        if not _is_array(value):
+            raise ValueError(f"{name} must be a finite number or a list of finite numbers (rows of a matrix), "
+                             f"got {value!r}")
+    elif not _matches(hint, value):
+        raise ValueError(f"{name} must be {_expected(hint, rule)}, got {value!r}")
+
+
+def check_range(name: str, hint: Any, value: Any, rule: Rule | None = None) -> None:
+    """``ValueError`` naming ``name`` unless a well-typed ``value`` lies in its rule's interval or choices."""
+    if rule == "array":
+        return
+    choices, interval = _parts(rule)
+    if isinstance(value, str) and choices and value not in choices:
+        raise ValueError(f"{name} must be {_expected(hint, rule)}, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value not in interval:
+        raise ValueError(f"{name} must be {_expected(hint, rule, with_type=False)}, got {value!r}")
+
+
 def check_value(name: str, hint: Any, value: Any, rule: Rule | None = None) -> None:
     """Check one value against its type hint and rule; ``ValueError`` naming ``name`` otherwise."""
-    kinds = _kinds(hint)
-    choices = tuple(c for c in rule if not _is_interval(c)) if isinstance(rule, tuple) else ()
-    intervals = [parse_rule(c) for c in (rule if isinstance(rule, tuple) else (rule,))
-                 if c is not None and _is_interval(c)]
-    interval = intervals[0] if intervals else Interval()
-
-    def fail() -> None:
-        parts = []
-        for kind in kinds:
-            if kind is str and choices:
-                parts.append(f"one of {choices}")
-            elif kind in (int, float):
-                bound = interval.describe()
-                parts.append(_describe_kind(kind) + (f" {bound}" if bound else ""))
-            else:
-                parts.append(_describe_kind(kind))
-        raise ValueError(f"{name} must be {' or '.join(dict.fromkeys(parts))}, got {value!r}")
-
-    if not _matches(hint, value):
-        fail()
-    if isinstance(value, str) and choices and value not in choices:
-        fail()
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value not in interval:
-        fail()
+    check_type(name, hint, value, rule)
+    check_range(name, hint, value, rule)
 
 
 def validated(section: str) -> Callable[[type], type]:
     """Class decorator (written below ``@dataclass``): check every field on construction.
 
     ``section`` prefixes field names in messages (``"fp"`` -> ``fp.iterations``; ``""`` for none).
-    The class's own ``__post_init__``, if any, runs after the field checks (cross-field rules).
+    Order: every field's type (and finiteness), then the class's own ``__post_init__`` if any (it
+    sees well-typed values: cross-field rules, conversions, or a more specific message for a range),
+    then every field's range or choices.
     """
     def decorate(cls: type) -> type:
         own = cls.__dict__.get("__post_init__")
@@ -219,7 +263,7 @@ def validated(section: str) -> Callable[[type], type]:
                 raise TypeError(f"{cls.__name__}.RULES: rules for unknown fields {unknown}, "
                                 f"numeric fields without a rule {missing}")
             for n in names:
-                if isinstance(rules.get(n), str) and not _is_interval(rules[n]):
+                if isinstance(rules.get(n), str) and not (_is_interval(rules[n]) or rules[n] == "array"):
                     raise TypeError(f"{cls.__name__}.RULES[{n!r}]: {rules[n]!r} is not an interval; "
                                     f"write choices as a tuple")
                 table.append((n, hints[n], rules.get(n)))
@@ -229,9 +273,11 @@ def validated(section: str) -> Callable[[type], type]:
                 build(self)
             prefix = f"{section}." if section else ""
             for name, hint, rule in table:
-                check_value(prefix + name, hint, getattr(self, name), rule)
+                check_type(prefix + name, hint, getattr(self, name), rule)
             if own is not None:
                 own(self)
+            for name, hint, rule in table:
+                check_range(prefix + name, hint, getattr(self, name), rule)
 
         __post_init__.__doc__ = "Check every field (:func:`dedafp.common.validation.validated`)" + (
             f", then: {own.__doc__}" if own is not None and own.__doc__ else ".")
