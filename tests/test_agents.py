@@ -7,10 +7,10 @@ import torch
 from dedafp.agents.average_policy import AveragePolicy, AveragePolicyConfig, FictitiousPlayBuffer
 from dedafp.agents.best_response import BestResponseConfig, MLPPolicy, SB3BestResponder
 from dedafp.agents.mixture import MixturePolicy
-from dedafp.reference.riccati_responder import AffineTorchPolicy, RiccatiBestResponder
 from dedafp.envs.lq import LQGame, lq_preset
 from dedafp.population import GaussianPopulation
 from dedafp.reference import lq
+from dedafp.reference.riccati_responder import AffineTorchPolicy, RiccatiBestResponder
 from dedafp.rollout import rollout
 
 
@@ -245,8 +245,8 @@ def test_gaussian_population_is_accepted_by_the_game():
 
 
 def test_keep_best_replaces_a_failed_best_response_by_a_stored_one():
-    from dedafp.config import load_config
     from dedafp.algorithms import FictitiousPlay
+    from dedafp.config import load_config
     tiny = ["fp.br_agents=500", "fp.population_agents=2000", "fp.initial_flow_steps=40", "average_policy.steps=40",
             "average_policy.hidden=16", "flow.steps=20", "flow.hidden=8", "flow.transforms=1",
             "flow.mean_samples=512", "fp.evaluate_every=100", "fp.iterations=100"]

@@ -46,7 +46,7 @@ def test_a_registered_algorithm_trains_resumes_and_evaluates(tmp_path):
     assert torch.all(std == 0) and mean.shape == (8, 1)
     # Resume is exact: an uninterrupted two-iteration run gives the same metrics.
     straight = train(config.with_overrides(["fp.iterations=2"]), tmp_path / "straight")
-    for a, b in zip(read_metrics(straight.path), rows):
+    for a, b in zip(read_metrics(straight.path), rows, strict=True):
         for key in a:
             if not key.startswith("time/"):
                 assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9, nan_ok=True), key

@@ -8,13 +8,18 @@ import pytest
 import torch
 from test_beach_bar import Triangle  # μ_t(x) = 2x on [0, 1]
 
-from dedafp.reference.grid_responder import GridBestResponder, GridPolicy
 from dedafp.agents.mixture import MixturePolicy
 from dedafp.agents.policy import act
-from dedafp.benchmarks.compare import CompareConfig, episode_mixture_exploitability, grid_fictitious_play, load_env_results
+from dedafp.benchmarks.compare import (
+    CompareConfig,
+    episode_mixture_exploitability,
+    grid_fictitious_play,
+    load_env_results,
+)
 from dedafp.cli import main
 from dedafp.envs.beach_bar import BeachBarGame
 from dedafp.evaluation.grid import GridEvaluator
+from dedafp.reference.grid_responder import GridBestResponder, GridPolicy
 from dedafp.reference.grid_scoring import score_mixture, score_policy
 
 # Runs of a few seconds: exact Riccati best responses, tiny behavioural cloning and flow.

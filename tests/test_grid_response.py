@@ -8,13 +8,13 @@ import torch
 from test_beach_bar import Triangle  # μ_t(x) = 2x on [0, 1]: crowded at the right end
 
 from dedafp.agents.best_response import BestResponseConfig
-from dedafp.reference.grid_responder import GridBestResponder
 from dedafp.agents.policy import ZeroPolicy
 from dedafp.envs.beach_bar import BeachBarGame
 from dedafp.envs.four_rooms import FourRoomsGame
 from dedafp.envs.lq import LQGame, lq_preset
 from dedafp.envs.vec_env import BatchedMeanFieldVecEnv
 from dedafp.population.base import PopulationModel
+from dedafp.reference.grid_responder import GridBestResponder
 from dedafp.rollout import rollout
 
 

@@ -13,8 +13,6 @@ from dedafp.cli import main
 from dedafp.envs.beach_bar import BeachBarGame
 from dedafp.envs.four_rooms import FourRoomsGame
 from dedafp.envs.lq import LQGame, lq_preset
-from dedafp.population.particles import ParticlePopulation
-from dedafp.rollout import rollout
 from dedafp.nplayer.simulate import (
     AgentSums,
     SimulationConfig,
@@ -27,6 +25,8 @@ from dedafp.nplayer.simulate import (
     shard_sizes,
     simulate,
 )
+from dedafp.population.particles import ParticlePopulation
+from dedafp.rollout import rollout
 
 ROOT = Path(__file__).resolve().parents[1]
 GAMES = {"lq1d": lambda: LQGame(lq_preset("lq1d").replace(horizon=5), name="lq1d"),

@@ -159,7 +159,7 @@ class Algorithm(abc.ABC):
         """The subclass's own entries of :meth:`state_dict` (networks, buffers, responders)."""
         return {}
 
-    def _load_state(self, state: dict[str, Any]) -> None:
+    def _load_state(self, state: dict[str, Any]) -> None:  # noqa: B027  (an optional hook)
         """Restore what :meth:`_state` saved."""
 
 

@@ -31,7 +31,6 @@ from torch import Tensor
 
 from dedafp.population.base import PopulationModel
 
-
 DOMAIN_KINDS = ("euclidean", "box", "periodic")
 
 
@@ -57,7 +56,7 @@ class Domain:
             return
         if self.low is None or self.high is None or len(self.low) != len(self.high):
             raise ValueError(f"a {self.kind} domain needs low and high of one length, got {self.low}, {self.high}")
-        if any(not lo < hi for lo, hi in zip(self.low, self.high)):
+        if any(not lo < hi for lo, hi in zip(self.low, self.high, strict=True)):
             raise ValueError(f"domain low must be < high in every coordinate, got {self.low}, {self.high}")
 
     @classmethod

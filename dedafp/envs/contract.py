@@ -169,7 +169,8 @@ def check_game(game: str | MeanFieldGame, overrides: Mapping[str, Any] | None = 
                 return problem
             again = g.step(t, x.clone(), a.clone(), fld, noise.clone())
             if not torch.equal(nxt, again):
-                return f"step at t={t} is not deterministic given the noise (max diff {float((nxt - again).abs().max()):.3g})"
+                gap = float((nxt - again).abs().max())
+                return f"step at t={t} is not deterministic given the noise (max diff {gap:.3g})"
             outside = ~g.domain.contains(nxt)
             free = getattr(g, "in_free_space", None)
             if callable(free):
