@@ -203,7 +203,7 @@ def _expected(hint: Any, rule: Rule | None, with_type: bool = True) -> str:
             parts.append(f"one of {choices}")
         elif kind in (int, float):
             bound = interval.describe()
-            if kind is float and not with_type and bound:
+            if kind is float and not with_type and bound.startswith("in "):    # "in (0, 1]", not "a number in"
                 parts.append(bound)
             else:
                 parts.append(_describe_kind(kind) + (f" {bound}" if bound else ""))
