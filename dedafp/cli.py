@@ -318,7 +318,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     backend, address = check_backend(args.backend), check_address(args.address)
     workers = tuple(check_workers(w) for w in parse_counts(args.workers, "workers"))
     out = Path(args.out) if args.out else simulate_study.DEFAULT_OUT
-    if args.agents is not None:
+    if args.agents is not None and backend == "local":       # Ray shards may live on other machines
         _check_simulation_memory(args.run, max(parse_counts(args.agents, "agents")), args.device)
     if args.study == "throughput":
         agents = parse_counts(args.agents, "agents") if args.agents else simulate_study.THROUGHPUT_AGENTS
