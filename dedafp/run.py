@@ -182,9 +182,13 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False,
                 f"which is no longer running")
         if not resume:
             resume = _continue_or_refuse(run_dir, config, say)
-        checkpoint, state = _resume_point(run_dir, config, say) if resume else (None, None)
+        checkpoint, state, damaged = _resume_point(run_dir, config) if resume else (None, None, [])
         if resume:
             _check_resume_config(run_dir, config, checkpoint, state)
+        for path, reason in damaged:           # set aside only once the resume is accepted
+            path.replace(path.with_name(path.name + ".corrupt"))
+            say(f"checkpoint {path} cannot be trusted ({reason}): moved aside to {path.name}.corrupt; "
+                f"resuming from {checkpoint.name}")
         (run_dir / CHECKPOINTS).mkdir(exist_ok=True)
         written = True
         atomic_write(yaml.safe_dump(config.to_dict(), sort_keys=False), run_dir / "config.yaml")
@@ -341,14 +345,15 @@ def _continue_or_refuse(run_dir: Path, config: RunConfig, say: Callable[[str], N
                           f"[--iterations K] to continue it or choose another --out")
 
 
-def _resume_point(run_dir: Path, config: RunConfig,
-                  say: Callable[[str], None]) -> tuple[Path | None, dict[str, Any] | None]:
-    """The newest checkpoint that passes its checksum and loads, and its state; corrupted newer ones
-    are moved aside (``.corrupt``) and reported. None if the run has no checkpoint yet."""
+def _resume_point(run_dir: Path, config: RunConfig
+                  ) -> tuple[Path | None, dict[str, Any] | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that passes its checksum and loads, its state, and the newer ones that
+    failed with the reason; ``(None, None, [])`` if the run has no checkpoint yet, ``ValueError`` if
+    none can be trusted."""
     folder = run_dir / CHECKPOINTS
     found = sorted(folder.glob("iter_*.pt"))
     if not found:
-        return None, None
+        return None, None, []
     manifest = read_manifest(folder)
     bad: list[tuple[Path, str]] = []
     for path in reversed(found):
@@ -364,11 +369,7 @@ def _resume_point(run_dir: Path, config: RunConfig,
         if problem is not None:
             bad.append((path, problem))
             continue
-        for damaged, reason in bad:
-            damaged.replace(damaged.with_name(damaged.name + ".corrupt"))
-            say(f"checkpoint {damaged} cannot be trusted ({reason}): moved aside to {damaged.name}.corrupt; "
-                f"resuming from {path.name}")
-        return path, state
+        return path, state, bad
     reasons = "; ".join(f"{p.name}: {r}" for p, r in bad)
     raise ValueError(f"cannot resume {run_dir}: no checkpoint can be trusted ({reasons}); "
                      f"start a new run in another --out")
@@ -400,7 +401,8 @@ def _check_resume_config(run_dir: Path, config: RunConfig, checkpoint: Path | No
     if differences:
         raise ValueError(f"resuming cannot change the run's config ({'; '.join(differences)}, requested first; "
                          f"from {where}); only fp.iterations may grow: start a new run to change it")
-    done = 0 if state is None else len(state["history"]) - 1
+    # Iterations the run had done, a corrupted newest checkpoint included: never shrink the run.
+    done = max(0 if state is None else len(state["history"]) - 1, _completed(run_dir))
     if config.fp.iterations < done:
         raise ValueError(f"fp.iterations = {config.fp.iterations} is below the {done} iterations {run_dir} has "
                          f"completed; give --iterations >= {done}")
@@ -481,7 +483,8 @@ class Run:
         try:
             algorithm.load_state_dict(state)
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
-            raise ValueError(f"checkpoint {checkpoint} does not fit this run: {type(error).__name__}: {error}") from None
+            raise ValueError(f"checkpoint {checkpoint} does not fit this run: "
+                             f"{type(error).__name__}: {error}") from None
         return algorithm
 
 

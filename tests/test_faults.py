@@ -423,3 +423,9 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path, capsys, monkeypat
     monkeypatch.setattr(dedafp.run.torch, "save", real_save)
     assert main(["train", "--resume", str(out)]) == 0
     assert json.loads((out / "summary.json").read_text())["iterations"] == 1
+
+
+def test_a_refused_resume_sets_no_corrupted_checkpoint_aside(run_copy, capsys):
+    (run_copy / "checkpoints" / "iter_002.pt").write_bytes(b"\0" * 64)
+    refused(capsys, ["train", "--resume", str(run_copy), "--seed", "9"], run_copy.parent, "seed")
+    refused(capsys, ["train", "--resume", str(run_copy), "--iterations", "1"], run_copy.parent, "fp.iterations")
