@@ -163,6 +163,17 @@ def test_out_on_a_read_only_file_system(tmp_path, capsys):
     refused(capsys, ["train", "lq1d", "--out", "/proc/dedafp-run", *sets(*FAST)], tmp_path, "/proc/dedafp-run")
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_out_in_a_read_only_folder(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        refused(capsys, ["train", "lq1d", "--out", str(locked / "run"), *sets(*FAST)], tmp_path, "not writable")
+    finally:
+        locked.chmod(0o755)
+
+
 def test_out_holding_another_tools_files(tmp_path, capsys):
     out = tmp_path / "other"
     out.mkdir()
