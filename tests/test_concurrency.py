@@ -123,7 +123,7 @@ def test_runs_killed_at_random_points_resume_to_identical_metrics(tmp_path):
             process.send_signal(signal.SIGKILL)
             kills += 1
         process.communicate(timeout=60)
-    assert kills >= 3
+    assert kills >= 2                                   # (a short-lived last start may finish first)
     process = start("train", "--resume", str(killed))   # ... then resumed to the end
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
