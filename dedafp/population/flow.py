@@ -36,6 +36,18 @@ BACKENDS = ("nflows", "zuko")
 _EDGE = 1e-3
 
 
+def time_context(t: Tensor, horizon: int, harmonics: int) -> Tensor:
+    """Context ``(τ, sin kπτ, cos kπτ for k = 1..harmonics)`` of times ``t`` ``[n]``: ``[n, 1 + 2 harmonics]``.
+
+    ``τ = 2t/T - 1``; ``t`` may be fractional (the Fokker-Planck penalty differentiates in t).
+    """
+    tau = 2.0 * t.float() / horizon - 1.0
+    features = [tau]
+    for k in range(1, harmonics + 1):
+        features += [torch.sin(k * math.pi * tau), torch.cos(k * math.pi * tau)]
+    return torch.stack(features, dim=-1)
+
+
 @dataclass(frozen=True)
 class FlowConfig:
     """Architecture and training budget of the population flow.
@@ -190,11 +202,7 @@ class FlowPopulation(PopulationModel):
     # ---- fixed bijections -------------------------------------------------------------------
 
     def _context(self, t: Tensor) -> Tensor:
-        tau = 2.0 * t.float() / self.horizon - 1.0
-        features = [tau]
-        for k in range(1, self.config.time_harmonics + 1):
-            features += [torch.sin(k * math.pi * tau), torch.cos(k * math.pi * tau)]
-        return torch.stack(features, dim=-1)
+        return time_context(t, self.horizon, self.config.time_harmonics)
 
     def _to_unbounded(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Map the box to R^d by a logit; returns (u, log|det du/dx|) per point."""

@@ -42,23 +42,11 @@ import torch
 from torch import Tensor, nn
 
 from dedafp.population.base import PopulationModel
-from dedafp.population.flow import FlowConfig
+from dedafp.population.flow import FlowConfig, time_context
 
-__all__ = ["PeriodicFlowPopulation", "time_context"]
+__all__ = ["PeriodicFlowPopulation"]
 
 _TWO_PI = 2.0 * math.pi
-
-
-def time_context(t: Tensor, horizon: int, harmonics: int) -> Tensor:
-    """Context ``(τ, sin kπτ, cos kπτ for k = 1..harmonics)`` of integer times ``t`` ``[n]``: ``[n, 1 + 2 harmonics]``.
-
-    ``τ = 2t/T - 1``; the same features as :class:`~dedafp.population.flow.FlowPopulation`'s context.
-    """
-    tau = 2.0 * t.float() / horizon - 1.0
-    features = [tau]
-    for k in range(1, harmonics + 1):
-        features += [torch.sin(k * math.pi * tau), torch.cos(k * math.pi * tau)]
-    return torch.stack(features, dim=-1)
 
 
 def _wrap_angle(theta: Tensor) -> Tensor:
