@@ -101,7 +101,7 @@ def _curve(rows: list[dict[str, float]], metric: str) -> tuple[np.ndarray, np.nd
 def write_report(out: Path, specs: Sequence[str], at: Sequence[int] = (4, 10, 20)) -> dict:
     """Table (``table.md``, ``table.csv``, ``summary.json``) and figure (``curves.png``) from run folders.
 
-    Each spec is ``game:label:glob`` (one run folder per seed). The exact-parts curve of each run's
+    Each spec is ``game:label:glob[|glob...]`` (one run folder per seed). The exact-parts curve of each run's
     loop (``reference/exact_damped_exploitability``, or ``reference/exact_fp_exploitability`` for
     fictitious play) is drawn dashed.
     """
@@ -113,7 +113,8 @@ def write_report(out: Path, specs: Sequence[str], at: Sequence[int] = (4, 10, 20
     groups: dict[str, list[tuple[str, list[Path]]]] = {}
     for spec in specs:
         game, label, pattern = spec.split(":", 2)
-        runs = sorted(Path(p) for p in glob.glob(pattern) if (Path(p) / "metrics.csv").exists())
+        runs = sorted(Path(p) for part in pattern.split("|") for p in glob.glob(part)
+                      if (Path(p) / "metrics.csv").exists())
         if not runs:
             raise FileNotFoundError(f"no run folder with metrics.csv matches {pattern!r}")
         groups.setdefault(game, []).append((label, runs))
@@ -142,6 +143,9 @@ def write_report(out: Path, specs: Sequence[str], at: Sequence[int] = (4, 10, 20
                 seconds += [r["time/iteration"] for r in rows[1:] if math.isfinite(r.get("time/iteration", math.nan))]
                 if i == 0:
                     ke, ve, we = _curve(rows, exact_key)
+                    if ke.size == 0:        # a grid game's evaluator has no exact FP curve: solve it here
+                        ke = np.arange(int(k.max()) + 1)
+                        ve = np.array(exact_sweep(game, int(k.max()), weights=())["fp"])
                     exact = dict(zip(ke.astype(int).tolist(), ve.tolist(), strict=True))
                     axes[row, 0].plot(ke, ve, color=color, ls="--", alpha=0.8, label=f"{label}, exact parts")
             cells = []
