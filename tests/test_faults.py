@@ -30,8 +30,6 @@ FAST = ["fp.br_agents=200", "fp.population_agents=2000", "fp.eval_agents=2000", 
         "best_response.algorithm=riccati", "average_policy.steps=40", "average_policy.hidden=16",
         "flow.steps=20", "flow.hidden=8", "flow.transforms=1", "flow.mean_samples=512"]
 ROOT = Path(__file__).resolve().parents[1]
-#: Until BestResponseConfig, FlowConfig and the game configs use dedafp.common.validation.
-PENDING = pytest.mark.xfail(strict=True, reason="best_response config not converted to the shared validation yet")
 
 
 def sets(*items: str) -> list[str]:
@@ -86,10 +84,10 @@ def refused(capsys, argv: list[str], watched: Path, *needles: str, code: int = 2
 # --- train: bad values, each naming its field; no run folder is created --------------------------------
 
 @pytest.mark.parametrize("assignment, field", [
-    pytest.param(*("best_response.ent_coef=.nan", "best_response.ent_coef"), marks=PENDING),
-    pytest.param(*("best_response.log_std_init=.inf", "best_response.log_std_init"), marks=PENDING),
-    pytest.param(*("best_response.gamma=abc", "best_response.gamma"), marks=PENDING),
-    pytest.param(*("best_response.lr_decay=[1]", "best_response.lr_decay"), marks=PENDING),
+    ("best_response.ent_coef=.nan", "best_response.ent_coef"),
+    ("best_response.log_std_init=.inf", "best_response.log_std_init"),
+    ("best_response.gamma=abc", "best_response.gamma"),
+    ("best_response.lr_decay=[1]", "best_response.lr_decay"),
     ("seed=true", "seed"),
     ("average_policy.warm_start=maybe", "average_policy.warm_start"),
     ("average_policy.lr=.inf", "average_policy.lr"),
@@ -313,7 +311,6 @@ def _cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-@PENDING
 def test_subprocess_errors_are_one_line_without_traceback(finished, tmp_path):
     damaged = tmp_path / "run"
     shutil.copytree(finished, damaged)
@@ -373,7 +370,6 @@ def _validated_configs():
             BeachBarConfig(), FourRoomsConfig(), lq_preset("lq1d")]
 
 
-@PENDING
 def test_every_field_of_every_config_is_checked():
     import dataclasses
     import typing

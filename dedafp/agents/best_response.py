@@ -10,8 +10,8 @@ exploration noise.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from stable_baselines3.sac.policies import SACPolicy
 from torch import Tensor, nn
 
 from dedafp.agents.policy import BestResponder, DeterministicPolicy
+from dedafp.common.validation import Rule, validated
 from dedafp.envs.base import MeanFieldGame
 from dedafp.envs.vec_env import BatchedMeanFieldVecEnv
 from dedafp.population.base import PopulationModel
@@ -38,6 +39,7 @@ DEEP_RL = ("ppo", "sac")
 
 
 @dataclass(frozen=True)
+@validated("best_response")
 class BestResponseConfig:
     """How each iteration's best response is computed.
 
@@ -94,6 +96,15 @@ class BestResponseConfig:
             clipped to this Euclidean norm before each Adam step (> 0).
     """
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "algorithm": ALGORITHMS, "total_steps": ">= 1", "warm_steps": ">= 1", "num_envs": ">= 1", "hidden": ">= 1",
+        "layers": ">= 1", "lr": "> 0", "gamma": "(0, 1]", "n_steps": ">= 1", "batch_size": ">= 1",
+        "n_epochs": ">= 1", "log_std_init": "any", "gae_lambda": "[0, 1]", "clip_range": "> 0", "ent_coef": ">= 0",
+        "buffer_size": ">= 1", "learning_starts": ">= 0", "gradient_steps": ">= 1", "reward_scale": "> 0",
+        "exploring_starts": "[0, 1)", "start_times": "[0, 1]", "pathwise_steps": ">= 1",
+        "pathwise_warm_steps": ">= 1", "pathwise_agents": ">= 1", "pathwise_lr": "> 0",
+        "pathwise_max_grad_norm": "> 0"}
+
     algorithm: str = "ppo"
     total_steps: int = 300_000
     warm_start: bool = True
@@ -125,30 +136,9 @@ class BestResponseConfig:
     pathwise_max_grad_norm: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.algorithm not in ALGORITHMS:
-            raise ValueError(f"best_response.algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
-        for name, minimum in (("total_steps", 1), ("warm_steps", 1), ("num_envs", 1), ("hidden", 1),
-                              ("layers", 1), ("n_steps", 1), ("batch_size", 1), ("n_epochs", 1),
-                              ("buffer_size", 1), ("learning_starts", 0), ("gradient_steps", 1),
-                              ("pathwise_steps", 1), ("pathwise_warm_steps", 1), ("pathwise_agents", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"best_response.{name} must be an integer >= {minimum}, got {value!r}")
-        for name in ("lr", "clip_range", "reward_scale", "pathwise_lr", "pathwise_max_grad_norm"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"best_response.{name} must be a finite number > 0, got {value!r}")
-        if not 0 < self.gamma <= 1:
-            raise ValueError(f"best_response.gamma must be in (0, 1], got {self.gamma}")
-        if not 0 <= self.gae_lambda <= 1:
-            raise ValueError(f"best_response.gae_lambda must be in [0, 1], got {self.gae_lambda}")
-        if not 0 <= self.exploring_starts < 1:
-            raise ValueError(f"best_response.exploring_starts must be in [0, 1), got {self.exploring_starts}")
-        if (isinstance(self.start_times, bool) or not isinstance(self.start_times, (int, float))
-                or not 0 <= self.start_times <= 1):
+        """start_times keeps its own wording (the shared checks then confirm the range)."""
+        if not 0 <= self.start_times <= 1:
             raise ValueError(f"best_response.start_times must be a number in [0, 1], got {self.start_times!r}")
-        if self.ent_coef < 0:
-            raise ValueError(f"best_response.ent_coef must be >= 0, got {self.ent_coef}")
 
 
 class ScaledReward(VecEnvWrapper):

@@ -24,12 +24,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, final
+from typing import Any, ClassVar, final
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from dedafp.common.validation import Rule, validated
 from dedafp.envs.base import Domain, MeanFieldGame, check_number, check_overrides
 from dedafp.envs.four_rooms import MisplacedMass, bind_density_field
 from dedafp.envs.registry import GameSpec, register_game
@@ -41,6 +42,7 @@ REGION_NAMES: tuple[str, ...] = ("left of the bar", "right of the bar")
 
 
 @dataclass(frozen=True)
+@validated("")
 class BeachBarConfig:
     """Parameters of the beach-bar game; :func:`beach_bar` gives the preset.
 
@@ -57,6 +59,11 @@ class BeachBarConfig:
         init_low: left end of the uniform initial law, in [0, 1].
         init_high: right end of the uniform initial law, in (init_low, 1].
     """
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "horizon": ">= 1", "dt": "> 0", "sigma": ">= 0", "action_bound": "> 0", "bar": "[0, 1]", "bar_cost": ">= 0",
+        "action_cost": ">= 0", "crowd_cost": ">= 0", "density_floor": "> 0", "init_low": "[0, 1]",
+        "init_high": "[0, 1]"}
 
     horizon: int = 20
     dt: float = 0.05

@@ -27,12 +27,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, final
+from typing import Any, ClassVar, final
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from dedafp.common.validation import Rule, validated
 from dedafp.envs.base import Domain, MeanFieldGame, check_number, check_overrides
 from dedafp.envs.registry import GameSpec, register_game
 from dedafp.population.base import PopulationModel
@@ -82,6 +83,7 @@ def _check_layout(layout: object) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+@validated("")
 class FourRoomsConfig:
     """Parameters of the four-rooms game; :func:`four_rooms` gives the preset.
 
@@ -97,6 +99,10 @@ class FourRoomsConfig:
         init_high: upper-right corner of that box (componentwise > init_low); the box must be free of walls.
         layout: the wall map, rows of '.' (free) and '#' (wall), first row on top, scaled to [0, 1]².
     """
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "horizon": ">= 1", "dt": "> 0", "sigma": ">= 0", "action_bound": "> 0", "action_cost": ">= 0",
+        "crowd_cost": ">= 0", "density_floor": "> 0"}
 
     horizon: int = 40
     dt: float = 0.025

@@ -16,12 +16,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from dedafp.common.validation import Rule, validated
 from dedafp.envs.base import MeanFieldGame, check_overrides
 from dedafp.envs.registry import GameSpec, register_game
 from dedafp.population.base import PopulationModel
@@ -59,6 +60,7 @@ def _check_psd(array: np.ndarray, name: str, strict: bool = False) -> None:
 
 
 @dataclass(frozen=True)
+@validated("")
 class LQConfig:
     """Parameters of the LQ game. Matrices are nested tuples (rows); use :func:`lq_preset`.
 
@@ -81,6 +83,11 @@ class LQConfig:
         action_bound: actions are clipped to [-action_bound, action_bound] per coordinate (> 0).
         state_scale: observation normalisation, the observed state is x / state_scale (> 0).
     """
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "dim": ">= 1", "horizon": ">= 1", "dt": "> 0", "sigma": ">= 0", "action_bound": "> 0", "state_scale": "> 0",
+        **{name: "array" for name in ("A", "B", "A_bar", "Q_x", "R", "Q_m", "Q_x_terminal", "Q_m_terminal",
+                                      "x_target", "init_mean", "init_cov")}}
 
     dim: int
     horizon: int = 20

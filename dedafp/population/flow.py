@@ -24,11 +24,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dedafp.common.validation import Rule, validated
 from dedafp.population.base import PopulationModel
 from dedafp.population.fokker_planck import FokkerPlanckTerm, fokker_planck_residual
 
@@ -49,6 +51,7 @@ def time_context(t: Tensor, horizon: int, harmonics: int) -> Tensor:
 
 
 @dataclass(frozen=True)
+@validated("flow")
 class FlowConfig:
     """Architecture and training budget of the population flow.
 
@@ -68,6 +71,11 @@ class FlowConfig:
             (R of :mod:`dedafp.population.fokker_planck`); 0 = off: ``fit`` is exactly the plain NLL fit.
     """
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "backend": BACKENDS, "transforms": ">= 1", "hidden": ">= 1", "bins": ">= 2", "tail_bound": "> 0",
+        "time_harmonics": ">= 0", "steps": ">= 0", "batch_size": ">= 1", "lr": "> 0", "mean_samples": ">= 2",
+        "fp_penalty": ">= 0"}
+
     backend: str = "nflows"
     transforms: int = 3
     hidden: int = 32
@@ -83,22 +91,9 @@ class FlowConfig:
     fp_penalty: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"flow.backend must be one of {BACKENDS}, got {self.backend!r}")
-        for name, minimum in (("transforms", 1), ("hidden", 1), ("bins", 2), ("steps", 0),
-                              ("batch_size", 1), ("time_harmonics", 0), ("mean_samples", 2)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"flow.{name} must be an integer >= {minimum}, got {value!r}")
+        """mean_samples even; low and high together, low < high (stored as float tuples)."""
         if self.mean_samples % 2:
             raise ValueError(f"flow.mean_samples must be even (antithetic pairs), got {self.mean_samples}")
-        for name in ("tail_bound", "lr"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ValueError(f"flow.{name} must be a finite number > 0, got {value!r}")
-        if not (isinstance(self.fp_penalty, (int, float)) and not isinstance(self.fp_penalty, bool)
-                and math.isfinite(self.fp_penalty) and self.fp_penalty >= 0):
-            raise ValueError(f"flow.fp_penalty must be a finite number >= 0, got {self.fp_penalty!r}")
         if (self.low is None) != (self.high is None):
             raise ValueError("flow.low and flow.high must be given together or not at all")
         if self.low is not None:
@@ -107,6 +102,7 @@ class FlowConfig:
                 raise ValueError(f"flow.low must be below flow.high coordinate-wise, got {low} and {high}")
             object.__setattr__(self, "low", low)
             object.__setattr__(self, "high", high)
+
 
     @property
     def context_dim(self) -> int:
