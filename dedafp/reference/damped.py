@@ -30,9 +30,8 @@ Usage::
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,7 +39,8 @@ import numpy as np
 if TYPE_CHECKING:
     from dedafp.envs.lq import LQConfig
     from dedafp.reference import lq
-    from dedafp.reference.grid import Exploitability, GridIterate, GridMFG
+    from dedafp.reference.grid import GridMFG
+    from dedafp.reference.grid_solvers import GridFictitiousPlay
 
 __all__ = ["DampedConfig", "check_weight", "damped_weights", "newest_weight", "DampedTrace",
            "exact_damped_fictitious_play", "GridDampedFictitiousPlay"]
@@ -125,67 +125,16 @@ def exact_damped_fictitious_play(config: LQConfig, iterations: int, weight: floa
     return DampedTrace(members, weights, np.array([s.exploitability for s in scores]))
 
 
-@final
-class GridDampedFictitiousPlay:
+def GridDampedFictitiousPlay(grid: GridMFG, weight: float) -> GridFictitiousPlay:  # noqa: N802  (a solver's name)
     """Damped fictitious play on the grid, started from the uniform policy.
 
     Iteration k computes the exact best response to the current average's flow and mixes it in with
     weight ``max(weight, 1/k)``, occupancy-weighted so that the new average's flow is the same mixture
     of flows (the first best response replaces the uniform policy, as in the deep loop, whose buffer
-    never holds the initial policy). Same interface as :class:`~dedafp.reference.grid.GridFictitiousPlay`.
+    never holds the initial policy). It is :class:`~dedafp.reference.grid_solvers.GridFictitiousPlay`
+    with the newest best response's share ``max(weight, 1/k)`` instead of ``1/(k+1)``.
     """
+    from dedafp.reference.grid_solvers import GridFictitiousPlay
 
-    def __init__(self, grid: GridMFG, weight: float) -> None:
-        self.weight = check_weight(weight)
-        self.grid = grid
-        self._iteration = 0
-        self._policy = grid.uniform_policy()
-        self._mass: np.ndarray | None = None
-        self._score: Exploitability | None = None
-
-    @property
-    def policy(self) -> np.ndarray:
-        """The current average policy ``[T, S, A]`` (read-only view)."""
-        view = self._policy.view()
-        view.flags.writeable = False
-        return view
-
-    @property
-    def mass(self) -> np.ndarray:
-        """The current average policy's flow ``[T+1, S]``."""
-        return self._current().mass
-
-    def _current(self) -> Exploitability:
-        if self._score is None:
-            self._score = self.grid.exploitability(self._policy, self._mass)
-            self._mass = self._score.mass
-        return self._score
-
-    def evaluate(self) -> GridIterate:
-        """The current average's record without updating it."""
-        from dedafp.reference.grid import GridIterate
-        started = time.perf_counter()
-        score = self._current()
-        return GridIterate(self._iteration, score.exploitability, score.policy_value, score.best_response_value,
-                           time.perf_counter() - started)
-
-    def iteration(self) -> GridIterate:
-        """One damped update; returns the new average's record."""
-        from dedafp.reference.grid import GridIterate
-        started = time.perf_counter()
-        score = self._current()
-        best = self.grid.one_hot(score.best_response)
-        best_mass = self.grid.forward(best)
-        a = newest_weight(self._iteration + 1, self.weight)
-        old = (1 - a) * score.mass[:-1, :, None]
-        new = a * best_mass[:-1, :, None]
-        total = old + new
-        mixed = (old * self._policy + new * best) / np.where(total > 0, total, 1.0)
-        plain = (1 - a) * self._policy + a * best
-        self._policy = np.where(total > 0, mixed, plain)
-        self._mass = (1 - a) * score.mass + a * best_mass
-        self._score = None
-        self._iteration += 1
-        score = self._current()
-        return GridIterate(self._iteration, score.exploitability, score.policy_value, score.best_response_value,
-                           time.perf_counter() - started)
+    alpha = check_weight(weight)
+    return GridFictitiousPlay(grid, newest_weight=lambda k: newest_weight(k, alpha))
