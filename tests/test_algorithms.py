@@ -2,15 +2,14 @@
 
 import pytest
 import torch
+from tiny import FAST_LQ
 
 from dedafp import Algorithm, FictitiousPlay, load_config, load_run, make_algorithm, register_algorithm, train
 from dedafp.algorithms import registered_algorithms
 from dedafp.cli import main
 from dedafp.run import read_metrics
 
-TINY = ["best_response.algorithm=riccati", "fp.br_agents=200", "fp.population_agents=2000", "fp.eval_agents=2000",
-        "fp.initial_flow_steps=40", "average_policy.steps=40", "average_policy.hidden=16", "flow.steps=20",
-        "flow.hidden=8", "flow.transforms=1", "flow.mean_samples=512"]
+TINY = FAST_LQ
 
 
 @register_algorithm("last_response")

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from tiny import set_args
 
 from dedafp.cli import main
 from dedafp.config import load_config
@@ -18,13 +19,6 @@ TINY = ["fp.br_agents=200", "fp.population_agents=2000", "fp.eval_agents=2000", 
         "flow.transforms=1", "flow.mean_samples=512"]
 
 
-def _args(*items):
-    out = []
-    for item in items:
-        out += ["--set", item]
-    return out
-
-
 def _rows_of(path):
     with open(path) as handle:
         return list(csv.DictReader(handle))
@@ -36,7 +30,7 @@ def _rows(path):
 
 def test_train_evaluate_plot_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "lq1d", "--iterations", "2", "--seed", "1", "--out", str(out), *_args(*TINY)]) == 0
+    assert main(["train", "lq1d", "--iterations", "2", "--seed", "1", "--out", str(out), *set_args(*TINY)]) == 0
     printed = capsys.readouterr().out
     assert str(out) in printed and "exploitability.png" in printed
     for name in ("config.yaml", "metrics.csv", "summary.json", "average_policy.pt", "population.pt",
@@ -72,9 +66,9 @@ def test_train_evaluate_plot_end_to_end(tmp_path, capsys):
 
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert main(["train", "lq1d", "--iterations", "2", "--out", str(straight), *_args(*TINY)]) == 0
+    assert main(["train", "lq1d", "--iterations", "2", "--out", str(straight), *set_args(*TINY)]) == 0
     # "Crash" after iteration 1, then resume to 2 iterations.
-    assert main(["train", "lq1d", "--iterations", "1", "--out", str(resumed), *_args(*TINY)]) == 0
+    assert main(["train", "lq1d", "--iterations", "1", "--out", str(resumed), *set_args(*TINY)]) == 0
     assert main(["train", "--resume", str(resumed), "--iterations", "2"]) == 0
     a, b = _rows(straight), _rows(resumed)
     assert len(a) == len(b) == 3
@@ -93,7 +87,7 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path):
 def test_baselines_train_and_load_through_the_same_api(tmp_path, algorithm):
     out = tmp_path / algorithm
     assert main(["train", "lq1d", "--algorithm", algorithm, "--iterations", "2", "--out", str(out),
-                 *_args(*TINY)]) == 0
+                 *set_args(*TINY)]) == 0
     rows = _rows(out)
     assert [int(r["iteration"]) for r in rows] == [0, 1, 2]
     assert ("bc/nll" in rows[-1]) == (algorithm == "algo2")
@@ -109,7 +103,7 @@ def test_baselines_train_and_load_through_the_same_api(tmp_path, algorithm):
 def test_evaluate_every_skips_reference_evaluations_but_not_the_last(tmp_path):
     out = tmp_path / "sparse"
     assert main(["train", "lq1d", "--iterations", "3", "--out", str(out),
-                 *_args(*TINY, "fp.evaluate_every=2")]) == 0
+                 *set_args(*TINY, "fp.evaluate_every=2")]) == 0
     rows = _rows(out)
     evaluated = [r["fp/exploitability"] != "nan" for r in rows]
     assert evaluated == [True, False, True, True]      # k = 0, 2 (every 2nd) and 3 (the last)
@@ -117,7 +111,7 @@ def test_evaluate_every_skips_reference_evaluations_but_not_the_last(tmp_path):
 
 def test_training_into_an_existing_run_folder_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "lq1d", "--iterations", "1", "--out", str(out), *_args(*TINY)]
+    args = ["train", "lq1d", "--iterations", "1", "--out", str(out), *set_args(*TINY)]
     assert main(args) == 0
     assert main(args) == 2
     assert "use --resume" in capsys.readouterr().err
@@ -152,10 +146,10 @@ def test_deep_rl_estimate_of_an_exact_responder_run_uses_the_games_deep_rl_setti
     out = tmp_path / "run"
     tiny = [o for o in TINY if not o.startswith("best_response.")]
     assert main(["train", "lq1d", "--iterations", "1", "--out", str(out),
-                 *_args(*tiny, "best_response.algorithm=riccati")]) == 0
+                 *set_args(*tiny, "best_response.algorithm=riccati")]) == 0
     capsys.readouterr()
     small_ppo = [o for o in TINY if o.startswith("best_response.")]
-    assert main(["evaluate", str(out), "--agents", "2000", "--deep-rl", *_args(*small_ppo)]) == 0
+    assert main(["evaluate", str(out), "--agents", "2000", "--deep-rl", *set_args(*small_ppo)]) == 0
     assert "deep-RL best response: ppo, 2048 steps" in capsys.readouterr().out
     assert "deep_rl/exploitability_lower_bound" in json.loads((out / "evaluation.json").read_text())
     assert main(["evaluate", str(out), "--deep-rl", "--set", "fp.iterations=3"]) == 2

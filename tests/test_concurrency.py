@@ -21,21 +21,14 @@ import sys
 import time
 from pathlib import Path
 
+from tiny import FAST_LQ, set_args
+
 from dedafp.cli import main
 from dedafp.common.checksums import read_manifest, sha256_of
 from dedafp.common.lock import HOLDER_NAME
 
-FAST = ["fp.br_agents=200", "fp.population_agents=2000", "fp.eval_agents=2000", "fp.initial_flow_steps=40",
-        "best_response.algorithm=riccati", "average_policy.steps=40", "average_policy.hidden=16",
-        "flow.steps=20", "flow.hidden=8", "flow.transforms=1", "flow.mean_samples=512"]
+FAST = FAST_LQ
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def sets(*items: str) -> list[str]:
-    out = []
-    for item in items:
-        out += ["--set", item]
-    return out
 
 
 def start(*argv: str) -> subprocess.Popen:
@@ -66,11 +59,11 @@ def checksums_hold(run: Path) -> bool:
 
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
     out = tmp_path / "run"
-    first = start("train", "lq1d", "--iterations", "16", "--seed", "3", "--out", str(out), *sets(*FAST))
+    first = start("train", "lq1d", "--iterations", "16", "--seed", "3", "--out", str(out), *set_args(*FAST))
     wait_for(out / HOLDER_NAME, first)
     holder = json.loads((out / HOLDER_NAME).read_text())
     assert holder["pid"] == first.pid
-    others = [start("train", "lq1d", "--iterations", "16", "--seed", "4", "--out", str(out), *sets(*FAST)),
+    others = [start("train", "lq1d", "--iterations", "16", "--seed", "4", "--out", str(out), *set_args(*FAST)),
               start("train", "--resume", str(out), "--iterations", "20")]
     for second in others:
         _, err = second.communicate(timeout=120)
@@ -91,7 +84,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
 
 def test_a_killed_holders_stale_lock_is_recovered(tmp_path, capsys):
     out = tmp_path / "run"
-    holder = start("train", "lq1d", "--iterations", "30", "--out", str(out), *sets(*FAST))
+    holder = start("train", "lq1d", "--iterations", "30", "--out", str(out), *set_args(*FAST))
     wait_for(out / "checkpoints" / "iter_000.pt", holder)
     holder.send_signal(signal.SIGKILL)
     holder.communicate(timeout=60)
@@ -107,9 +100,11 @@ def test_a_killed_holders_stale_lock_is_recovered(tmp_path, capsys):
 
 
 def test_runs_killed_at_random_points_resume_to_identical_metrics(tmp_path):
-    argv = ["train", "lq1d", "--iterations", "3", "--seed", "2", *sets(*FAST)]
+    argv = ["train", "lq1d", "--iterations", "3", "--seed", "2", *set_args(*FAST)]
     straight = tmp_path / "straight"
+    started = time.perf_counter()
     assert main([*argv, "--out", str(straight)]) == 0
+    per_iteration = (time.perf_counter() - started) / 4
     expected = rows(straight)
 
     killed = tmp_path / "killed"
@@ -117,8 +112,14 @@ def test_runs_killed_at_random_points_resume_to_identical_metrics(tmp_path):
     kills = 0
     for _ in range(4):                                   # killed at random points ...
         process = start(*argv, "--out", str(killed))    # (the same command continues an unfinished run)
+        # Random points measured from the next checkpoint, in units of this machine's iteration time,
+        # so that the kills land inside iterations however fast or loaded the machine is.
+        done = len(list((killed / "checkpoints").glob("iter_*.pt")))
+        next_checkpoint = killed / "checkpoints" / f"iter_{done:03d}.pt"
+        while not next_checkpoint.exists() and process.poll() is None:
+            time.sleep(0.02)
         try:
-            process.wait(timeout=generator.uniform(1.0, 9.0))
+            process.wait(timeout=generator.uniform(0.05, 0.8) * per_iteration)
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGKILL)
             kills += 1

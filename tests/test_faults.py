@@ -22,21 +22,12 @@ from typing import ClassVar
 import pytest
 import torch
 import yaml
+from tiny import FAST_LQ, set_args
 
 from dedafp.cli import main
 
-# An iteration in ~1-2 s: the exact LQ best response, tiny behavioural cloning and flow.
-FAST = ["fp.br_agents=200", "fp.population_agents=2000", "fp.eval_agents=2000", "fp.initial_flow_steps=40",
-        "best_response.algorithm=riccati", "average_policy.steps=40", "average_policy.hidden=16",
-        "flow.steps=20", "flow.hidden=8", "flow.transforms=1", "flow.mean_samples=512"]
+FAST = FAST_LQ
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def sets(*items: str) -> list[str]:
-    out = []
-    for item in items:
-        out += ["--set", item]
-    return out
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -52,7 +43,7 @@ def snapshot(root: Path) -> dict[str, str]:
 def finished(tmp_path_factory) -> Path:
     """A finished two-iteration run (not to be modified: probes copy it)."""
     out = tmp_path_factory.mktemp("finished") / "run"
-    assert main(["train", "lq1d", "--iterations", "2", "--seed", "1", "--out", str(out), *sets(*FAST)]) == 0
+    assert main(["train", "lq1d", "--iterations", "2", "--seed", "1", "--out", str(out), *set_args(*FAST)]) == 0
     assert main(["evaluate", str(out), "--agents", "2000"]) == 0
     return out
 
@@ -108,7 +99,7 @@ def refused(capsys, argv: list[str], watched: Path, *needles: str, code: int = 2
 ])
 def test_bad_values_name_their_field_and_leave_no_folder(tmp_path, capsys, assignment, field):
     out = tmp_path / "new" / "run"
-    refused(capsys, ["train", "lq1d", "--out", str(out), *sets(*FAST, assignment)], tmp_path, field)
+    refused(capsys, ["train", "lq1d", "--out", str(out), *set_args(*FAST, assignment)], tmp_path, field)
     assert not (tmp_path / "new").exists()
 
 
@@ -143,7 +134,7 @@ def test_thread_counts_out_of_range(tmp_path, capsys, threads):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_device_without_cuda_leaves_no_stub(tmp_path, capsys):
-    refused(capsys, ["train", "lq1d", "--device", "cuda", "--out", str(tmp_path / "run"), *sets(*FAST)], tmp_path,
+    refused(capsys, ["train", "lq1d", "--device", "cuda", "--out", str(tmp_path / "run"), *set_args(*FAST)], tmp_path,
             "device 'cuda'")
     assert not (tmp_path / "run").exists()
 
@@ -152,13 +143,13 @@ def test_device_without_cuda_leaves_no_stub(tmp_path, capsys):
 
 def test_out_that_is_a_file_or_under_one(tmp_path, capsys):
     (tmp_path / "f").write_text("mine\n")
-    refused(capsys, ["train", "lq1d", "--out", str(tmp_path / "f"), *sets(*FAST)], tmp_path, "is a file")
-    refused(capsys, ["train", "lq1d", "--out", str(tmp_path / "f" / "run"), *sets(*FAST)], tmp_path,
+    refused(capsys, ["train", "lq1d", "--out", str(tmp_path / "f"), *set_args(*FAST)], tmp_path, "is a file")
+    refused(capsys, ["train", "lq1d", "--out", str(tmp_path / "f" / "run"), *set_args(*FAST)], tmp_path,
             "lies under", str(tmp_path / "f"))
 
 
 def test_out_on_a_read_only_file_system(tmp_path, capsys):
-    refused(capsys, ["train", "lq1d", "--out", "/proc/dedafp-run", *sets(*FAST)], tmp_path, "/proc/dedafp-run")
+    refused(capsys, ["train", "lq1d", "--out", "/proc/dedafp-run", *set_args(*FAST)], tmp_path, "/proc/dedafp-run")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -167,7 +158,7 @@ def test_out_in_a_read_only_folder(tmp_path, capsys):
     locked.mkdir()
     locked.chmod(0o555)
     try:
-        refused(capsys, ["train", "lq1d", "--out", str(locked / "run"), *sets(*FAST)], tmp_path, "not writable")
+        refused(capsys, ["train", "lq1d", "--out", str(locked / "run"), *set_args(*FAST)], tmp_path, "not writable")
     finally:
         locked.chmod(0o755)
 
@@ -176,15 +167,15 @@ def test_out_holding_another_tools_files(tmp_path, capsys):
     out = tmp_path / "other"
     out.mkdir()
     (out / "notes.txt").write_text("keep me\n")
-    refused(capsys, ["train", "lq1d", "--out", str(out), *sets(*FAST)], tmp_path, "holds no dedafp run")
+    refused(capsys, ["train", "lq1d", "--out", str(out), *set_args(*FAST)], tmp_path, "holds no dedafp run")
     (out / "config.yaml").write_text("learning_rate: 0.1\n")        # another tool's run folder
     (out / "metrics.csv").write_text("step,loss\n1,0.5\n")
     (out / "summary.json").write_text("{}\n")
-    refused(capsys, ["train", "lq1d", "--out", str(out), *sets(*FAST)], tmp_path, "cannot be read", str(out))
+    refused(capsys, ["train", "lq1d", "--out", str(out), *set_args(*FAST)], tmp_path, "cannot be read", str(out))
 
 
 def test_out_holding_a_finished_run(run_copy, capsys):
-    argv = ["train", "lq1d", "--iterations", "2", "--seed", "1", "--out", str(run_copy), *sets(*FAST)]
+    argv = ["train", "lq1d", "--iterations", "2", "--seed", "1", "--out", str(run_copy), *set_args(*FAST)]
     refused(capsys, argv, run_copy.parent, "already holds a run (finished", "--resume")
     for path in (run_copy / "checkpoints").glob("iter_*.pt"):      # pruned checkpoints: still a run
         path.unlink()
@@ -192,7 +183,7 @@ def test_out_holding_a_finished_run(run_copy, capsys):
 
 
 def test_out_holding_a_run_of_another_config(run_copy, capsys):
-    argv = ["train", "lq1d", "--iterations", "3", "--seed", "2", "--out", str(run_copy), *sets(*FAST)]
+    argv = ["train", "lq1d", "--iterations", "3", "--seed", "2", "--out", str(run_copy), *set_args(*FAST)]
     refused(capsys, argv, run_copy.parent, "another config", "seed")
 
 
@@ -342,7 +333,7 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen([sys.executable, "-m", "dedafp.cli", "train", "lq1d", "--iterations", "20",
-                                "--out", str(out), *sets(*FAST)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                "--out", str(out), *set_args(*FAST)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=env)
     deadline = time.time() + 120
     while not (out / "checkpoints" / "iter_000.pt").exists() and time.time() < deadline:
@@ -424,7 +415,7 @@ def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path, capsys, monkeypat
 
     monkeypatch.setattr(dedafp.run.torch, "save", save)
     capsys.readouterr()
-    assert main(["train", "lq1d", "--iterations", "1", "--out", str(out), *sets(*FAST)]) == 2
+    assert main(["train", "lq1d", "--iterations", "1", "--out", str(out), *set_args(*FAST)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "No space left on device" in err and str(out) in err, err
     monkeypatch.setattr(dedafp.run.torch, "save", real_save)

@@ -4,19 +4,13 @@ import csv
 
 import pytest
 import yaml
+from tiny import FAST_LQ, set_args
 
 from dedafp.cli import main
 from dedafp.config import load_config
 from dedafp.experiments.sweep import expand_grid, parse_grid, parse_seeds, plan_sweep, run_one, run_sweep
 
-# Runs of a few seconds: exact Riccati best responses, tiny behavioural cloning and flow.
-TINY = ["best_response.algorithm=riccati", "fp.br_agents=200", "fp.population_agents=2000", "fp.eval_agents=2000",
-        "fp.initial_flow_steps=40", "average_policy.steps=40", "average_policy.hidden=16", "flow.steps=20",
-        "flow.hidden=8", "flow.transforms=1", "flow.mean_samples=512"]
-
-
-def _args(*items):
-    return [arg for item in items for arg in ("--set", item)]
+TINY = FAST_LQ
 
 
 def _rows(path):
@@ -104,7 +98,7 @@ def test_ray_and_local_sweeps_agree_skip_finished_runs_and_resume(tmp_path, caps
     other = load_config("lq1d", overrides=[*TINY, "flow.hidden=9"], seed=2)
     (clash / "config.yaml").write_text(yaml.safe_dump(other.to_dict()))
 
-    sweep = ["sweep", "lq1d", "--iterations", "1", *_args(*TINY)]
+    sweep = ["sweep", "lq1d", "--iterations", "1", *set_args(*TINY)]
     assert main([*sweep, "--seeds", "0..2", "--backend", "ray", "--workers", "2", "--out", str(ray_out)]) == 1
     captured = capsys.readouterr()
     assert "base seed 2: failed (ValueError:" in captured.out and "different configuration" in captured.out
