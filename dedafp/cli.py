@@ -27,12 +27,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
 from dedafp.agents.best_response import DEEP_RL, BestResponseConfig
-from dedafp.common.threads import configure_threads
 from dedafp.common.files import write_json
+from dedafp.common.threads import configure_threads
 from dedafp.config import RunConfig, config_differences, load_config, read_run_config, read_yaml_mapping
 from dedafp.envs.registry import game_spec, registered_games
 
@@ -125,18 +124,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     console.print(f"[bold]dedafp train[/bold] {config.env} ({config.algorithm}): {config.fp.iterations} iterations, "
                   f"best response {config.best_response.algorithm}, {density}, "
                   f"device {config.device} -> {run_dir}")
-    console.print("  k  " + "  ".join(f"{label:>{w}}" for label, w in zip(labels, widths)))
+    console.print("  k  " + "  ".join(f"{label:>{w}}" for label, w in zip(labels, widths, strict=True)))
     status = console.status("iteration 0: population")
 
-    def show(record) -> None:
-        cells = [f"{_format(record.metrics[c]) if c in record.metrics else '-':>{w}}" for c, w in zip(columns, widths)]
-        console.print(f"{record.iteration:>3}  " + "  ".join(cells))
-        done[0] = record.iteration + 1
+    finished = 0    # iterations finished (0..k), which is also the index of the one in progress
 
-    done = [0]
+    def show(record) -> None:
+        nonlocal finished
+        cells = [f"{_format(record.metrics[c]) if c in record.metrics else '-':>{w}}"
+                 for c, w in zip(columns, widths, strict=True)]
+        console.print(f"{record.iteration:>3}  " + "  ".join(cells))
+        finished = record.iteration + 1
 
     def phase(name: str) -> None:
-        status.update(f"iteration {done[0]}: {name}")
+        status.update(f"iteration {finished}: {name}")
 
     def note(message: str) -> None:
         console.print(f"note: {message}")
@@ -148,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                         tensorboard=args.tensorboard, notify=note)
     except KeyboardInterrupt:
         if (run_dir / "config.yaml").exists():
-            kept = f"it keeps its {done[0]} finished iteration(s)" if done[0] else "it keeps what was finished"
+            kept = f"it keeps its {finished} finished iteration(s)" if finished else "it keeps what was finished"
             print(f"interrupted: {run_dir} can be resumed ({kept}): dedafp train --resume {run_dir}", file=sys.stderr)
         else:
             print("interrupted before anything was written", file=sys.stderr)
@@ -310,8 +311,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from dedafp.nplayer import study as simulate_study
     from dedafp.experiments.distributed import check_address, check_backend, check_workers
+    from dedafp.nplayer import study as simulate_study
     from dedafp.nplayer.simulate import parse_count, parse_counts
 
     _threads(args)
@@ -408,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", choices=["cpu", "cuda"])
     train.add_argument("--algorithm", help="a registered algorithm: dedafp (default), the paper's baselines "
                                             "algo1 / algo2 (kernel density), ... (dedafp games lists them)")
-    train.add_argument("--tensorboard", action="store_true", help="also write TensorBoard scalars under RUN/tensorboard")
+    train.add_argument("--tensorboard", action="store_true",
+                       help="also write TensorBoard scalars under RUN/tensorboard")
     train.add_argument("--out", help="run folder (default runs/<env>-<timestamp>)")
     train.add_argument("--resume", metavar="RUN", help="continue the run in RUN from its last checkpoint")
     train.set_defaults(func=cmd_train)
@@ -498,9 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--agents", type=int, default=64, help="agents of the batched checks")
     check.set_defaults(func=cmd_check_game)
 
+    from dedafp.lab.cli import add_parser as add_lab_parser
     from dedafp.mfgan.cli import add_parsers as add_mfgan_parsers
     from dedafp.reference.cli import add_parsers as add_reference_parsers
-    from dedafp.lab.cli import add_parser as add_lab_parser
     add_reference_parsers(sub)
     add_mfgan_parsers(sub)
     add_lab_parser(sub)

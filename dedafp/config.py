@@ -99,7 +99,7 @@ class RunConfig:
         if not (self.env in registered_games() or is_reference(self.env)):
             raise ValueError(f"env must be a registered game ({', '.join(registered_games())}) or a game file "
                              f"(path/to/game.py) or module:attribute, got {self.env!r}")
-        from dedafp.algorithms import registered_algorithms   # here: the algorithms import this module
+        from dedafp.algorithms import registered_algorithms  # here: the algorithms import this module
         if self.algorithm not in registered_algorithms():
             raise ValueError(f"algorithm must be one of {registered_algorithms()}, got {self.algorithm!r}")
         if not (self.device in ("cpu", "cuda") or str(self.device).startswith("cuda:")):
