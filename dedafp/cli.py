@@ -221,7 +221,8 @@ def _refuse_overwrite(path: Path, force: bool) -> None:
 
 def _deep_rl_config(config: RunConfig, overrides: list[str]) -> BestResponseConfig:
     """The deep-RL responder of ``evaluate --deep-rl``: the run's own if it trained with PPO or SAC, else
-    the game's default deep-RL settings (a run with exact best responses has none); then ``--set``."""
+    the game's default deep-RL settings (a run with exact or pathwise best responses has none; a game
+    whose default responder is not deep RL, as LQ's pathwise, gets the generic PPO); then ``--set``."""
     bad = [o for o in overrides if not o.startswith("best_response.")]
     if bad:
         raise ValueError(f"evaluate --set takes best_response.* keys only (the deep-RL responder), got {bad}")
@@ -368,7 +369,9 @@ def cmd_games(args: argparse.Namespace) -> int:
 
     for name in registered_games():
         spec = game_spec(name)
-        extras = [f"reference {'yes' if spec.evaluator else 'no'}", f"exact responder {spec.exact_responder or '-'}",
+        responder = spec.defaults.get("best_response", {}).get("algorithm", BestResponseConfig().algorithm)
+        extras = [f"reference {'yes' if spec.evaluator else 'no'}", f"best response {responder}",
+                  f"exact responder {spec.exact_responder or '-'}",
                   f"N-player {spec.coupling or '-'}"] + ([spec.gym_id] if spec.gym_id else [])
         print(f"{name:12s} {spec.description}  [{', '.join(extras)}]")
     print("algorithms: " + ", ".join(registered_algorithms()))

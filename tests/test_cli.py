@@ -11,12 +11,19 @@ from dedafp.cli import main
 from dedafp.config import load_config
 from dedafp.run import load_run
 
-# A tiny but complete run: real PPO, behavioural cloning and flow, small budgets.
+# A tiny but complete run: real PPO (pinned: the LQ games default to pathwise), behavioural cloning and
+# flow, small budgets.
 TINY = ["fp.br_agents=200", "fp.population_agents=2000", "fp.eval_agents=2000", "fp.initial_flow_steps=40",
+        "best_response.algorithm=ppo",
         "best_response.total_steps=2048", "best_response.warm_steps=1024", "best_response.n_steps=64",
         "best_response.batch_size=256", "best_response.n_epochs=2", "best_response.hidden=16",
         "average_policy.steps=40", "average_policy.hidden=16", "flow.steps=20", "flow.hidden=8",
         "flow.transforms=1", "flow.mean_samples=512"]
+SMALL_PPO = [o for o in TINY if o.startswith("best_response.")]
+# The same run with the LQ games' default best responder (pathwise) at a tiny budget.
+TINY_DEFAULT = [o for o in TINY if not o.startswith("best_response.")] + [
+    "best_response.hidden=16", "best_response.pathwise_agents=64", "best_response.pathwise_steps=20",
+    "best_response.pathwise_warm_steps=10"]
 
 
 def _rows_of(path):
@@ -29,8 +36,10 @@ def _rows(path):
 
 
 def test_train_evaluate_plot_end_to_end(tmp_path, capsys):
+    """The default run of lq1d (pathwise best responses), tiny budgets; the deep-RL estimate by a small PPO."""
     out = tmp_path / "run"
-    assert main(["train", "lq1d", "--iterations", "2", "--seed", "1", "--out", str(out), *set_args(*TINY)]) == 0
+    assert main(["train", "lq1d", "--iterations", "2", "--seed", "1", "--out", str(out),
+                 *set_args(*TINY_DEFAULT)]) == 0
     printed = capsys.readouterr().out
     assert str(out) in printed and "exploitability.png" in printed
     for name in ("config.yaml", "metrics.csv", "summary.json", "average_policy.pt", "population.pt",
@@ -44,7 +53,9 @@ def test_train_evaluate_plot_end_to_end(tmp_path, capsys):
         assert column in rows[-1]
     assert float(rows[-1]["fp/exploitability"]) >= -1e-3          # exploitability is never negative
     assert float(rows[0]["fp/exploitability"]) > float(rows[-1]["fp/exploitability"])
-    assert main(["evaluate", str(out), "--agents", "2000", "--deep-rl"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--agents", "2000", "--deep-rl", *set_args(*SMALL_PPO)]) == 0
+    assert "deep-RL best response: ppo, 2048 steps" in capsys.readouterr().out     # pathwise is not deep RL
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert evaluation["fp/exploitability"] >= -1e-3
     assert "deep_rl/exploitability_lower_bound" in evaluation
@@ -62,6 +73,7 @@ def test_train_evaluate_plot_end_to_end(tmp_path, capsys):
     assert run.population.log_prob(x, 3).shape == (5,)
     assert run.population.sample(3, 7).shape == (7, 1)
     assert run.config.seed == 1
+    assert run.config.best_response.algorithm == "pathwise"       # the LQ games' default responder
 
 
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path):
@@ -148,8 +160,7 @@ def test_deep_rl_estimate_of_an_exact_responder_run_uses_the_games_deep_rl_setti
     assert main(["train", "lq1d", "--iterations", "1", "--out", str(out),
                  *set_args(*tiny, "best_response.algorithm=riccati")]) == 0
     capsys.readouterr()
-    small_ppo = [o for o in TINY if o.startswith("best_response.")]
-    assert main(["evaluate", str(out), "--agents", "2000", "--deep-rl", *set_args(*small_ppo)]) == 0
+    assert main(["evaluate", str(out), "--agents", "2000", "--deep-rl", *set_args(*SMALL_PPO)]) == 0
     assert "deep-RL best response: ppo, 2048 steps" in capsys.readouterr().out
     assert "deep_rl/exploitability_lower_bound" in json.loads((out / "evaluation.json").read_text())
     assert main(["evaluate", str(out), "--deep-rl", "--set", "fp.iterations=3"]) == 2

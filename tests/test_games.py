@@ -93,6 +93,21 @@ def test_a_user_game_file_resolves_and_is_recorded_with_its_hash(user_game):
         resolve_game(str(user_game.parent / "missing.py"))
 
 
+def test_the_lq_games_default_to_pathwise_best_responses_and_reproduce_the_committed_run(capsys):
+    from dedafp.config import config_differences, load_config, read_run_config
+    lq_games = [name for name in registered_games() if game_spec(name).factory.__module__ == "dedafp.envs.lq"]
+    assert {"lq1d", "lq2d"} <= set(lq_games)
+    for name in lq_games:
+        assert load_config(name).best_response.algorithm == "pathwise", name
+    # `dedafp train lq2d` is the configuration of results/lq2d_pathwise/ field for field.
+    committed = read_run_config(Path(__file__).parent.parent / "results" / "lq2d_pathwise")
+    assert config_differences(committed.to_dict(), load_config("lq2d").to_dict()) == []
+    assert load_config("four_rooms").best_response.algorithm == "ppo"       # PPO wins there
+    assert main(["games"]) == 0
+    listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "best response pathwise" in listed["lq2d"] and "best response ppo" in listed["four_rooms"]
+
+
 @pytest.mark.parametrize("game", BUILT_IN)
 def test_check_game_passes_on_every_shipped_game(game):
     report = check_game(game, agents=32)

@@ -272,9 +272,17 @@ def _lq_factory(preset: str):
     return make
 
 
+#: Config defaults of the LQ presets (``section.field``: value), applied before a config file and ``--set``.
+#: Pathwise best responses: the smooth dynamics make the return's gradient exact, and they win here
+#: (shortfall to Riccati lq2d 0.0175 against PPO's 0.12, results/best_response/; 10 iterations of lq2d:
+#: exploitability 0.276 against PPO's 0.376, ε_br <= 0.0194 at every iteration, results/lq2d_pathwise/).
+#: Every other field is the RunConfig default, which is what results/lq2d_pathwise/config.yaml used.
+LQ_DEFAULTS: dict[str, dict[str, Any]] = {"best_response": {"algorithm": "pathwise"}}
+
 for _preset, _gym_id in (("lq1d", None), ("lq2d", "dedafp/LQ-v0")):
     register_game(GameSpec(
-        _preset, _lq_factory(_preset), evaluator="dedafp.evaluation.lq:LQEvaluator", exact_responder="riccati",
+        _preset, _lq_factory(_preset), defaults=LQ_DEFAULTS,
+        evaluator="dedafp.evaluation.lq:LQEvaluator", exact_responder="riccati",
         coupling="mean", gym_id=_gym_id,
         progress_columns=("fp/exploitability", "fp/exploitability_se", "theory/br_shortfall",
                           "theory/bc_error", "theory/flow_w2"),
