@@ -32,9 +32,10 @@ from dedafp.population.base import PopulationModel
 __all__ = ["ALGORITHMS", "DEEP_RL", "BestResponder", "BestResponseConfig", "DeterministicPolicy", "MLPPolicy",
            "SB3BestResponder", "ScaledReward", "actor_network"]
 
-ALGORITHMS = ("ppo", "sac", "riccati", "grid", "pathwise")
+ALGORITHMS = ("ppo", "sac", "riccati", "grid", "pathwise", "backward")
 #: The deep-RL best responders (stable-baselines3); riccati and grid are exact, pathwise is
-#: gradient ascent through the simulated game (:mod:`dedafp.agents.pathwise`).
+#: gradient ascent through the simulated game (:mod:`dedafp.agents.pathwise`), backward is neural
+#: backward induction through it (:mod:`dedafp.agents.backward`).
 DEEP_RL = ("ppo", "sac")
 
 
@@ -45,9 +46,11 @@ class BestResponseConfig:
 
     Attributes:
         algorithm: ``"ppo"``, ``"sac"`` (stable-baselines3), ``"riccati"`` (exact, LQ only),
-            ``"grid"`` (exact on the reference grid, density games only) or ``"pathwise"``
+            ``"grid"`` (exact on the reference grid, density games only), ``"pathwise"``
             (back-propagation of the return through simulated trajectories,
-            :class:`~dedafp.agents.pathwise.PathwiseBestResponder`).
+            :class:`~dedafp.agents.pathwise.PathwiseBestResponder`) or ``"backward"`` (neural backward
+            induction over sampled states and an action lattice,
+            :class:`~dedafp.agents.backward.BackwardBestResponder`).
         total_steps: environment steps of the first best response (>= 1).
         warm_start: continue training the previous best response instead of starting afresh
             (PPO, SAC and pathwise).
@@ -94,6 +97,19 @@ class BestResponseConfig:
         pathwise_lr: Adam learning rate of the pathwise policy (> 0).
         pathwise_max_grad_norm: the gradient of the mean return (reward units per parameter) is
             clipped to this Euclidean norm before each Adam step (> 0).
+        backward_states: states sampled per time step by the backward responder (>= 1); a share
+            ``exploring_starts`` from the game's exploring law, the rest from the population's μ_t.
+        backward_actions: lattice actions scored per state and refinement round (>= 2 per action
+            coordinate: ``round(backward_actions ** (1 / action_dim))`` points per coordinate).
+        backward_refine: further rounds, each a lattice as wide as one spacing of the previous one
+            around every state's best action (>= 0).
+        backward_noise: noise draws per (state, action) in the Q-value's expectation, played as
+            antithetic pairs ±ξ (even, >= 2).
+        backward_hidden: width of the backward responder's value networks (>= 1; ``layers`` deep).
+        backward_fit_steps: Adam steps of each time step's value regression (>= 1).
+        backward_policy_steps: Adam steps of the policy regression on the best actions (>= 1).
+        backward_lr: Adam learning rate of both regressions, decayed linearly to 0 (> 0).
+        backward_chunk: (state, action) rows scored per batched call, a memory bound (>= 1).
     """
 
     RULES: ClassVar[dict[str, Rule]] = {
@@ -103,7 +119,9 @@ class BestResponseConfig:
         "buffer_size": ">= 1", "learning_starts": ">= 0", "gradient_steps": ">= 1", "reward_scale": "> 0",
         "exploring_starts": "[0, 1)", "start_times": "[0, 1]", "pathwise_steps": ">= 1",
         "pathwise_warm_steps": ">= 1", "pathwise_agents": ">= 1", "pathwise_lr": "> 0",
-        "pathwise_max_grad_norm": "> 0"}
+        "pathwise_max_grad_norm": "> 0", "backward_states": ">= 1", "backward_actions": ">= 1",
+        "backward_refine": ">= 0", "backward_noise": ">= 2", "backward_hidden": ">= 1", "backward_fit_steps": ">= 1",
+        "backward_policy_steps": ">= 1", "backward_lr": "> 0", "backward_chunk": ">= 1"}
 
     algorithm: str = "ppo"
     total_steps: int = 300_000
@@ -134,11 +152,23 @@ class BestResponseConfig:
     pathwise_agents: int = 1024
     pathwise_lr: float = 3e-3
     pathwise_max_grad_norm: float = 10.0
+    backward_states: int = 4096
+    backward_actions: int = 49
+    backward_refine: int = 1
+    backward_noise: int = 4
+    backward_hidden: int = 64
+    backward_fit_steps: int = 300
+    backward_policy_steps: int = 2000
+    backward_lr: float = 1e-3
+    backward_chunk: int = 262_144
 
     def __post_init__(self) -> None:
         """start_times keeps its own wording (the shared checks then confirm the range)."""
         if not 0 <= self.start_times <= 1:
             raise ValueError(f"best_response.start_times must be a number in [0, 1], got {self.start_times!r}")
+        if isinstance(self.backward_noise, int) and self.backward_noise % 2:
+            raise ValueError(f"best_response.backward_noise must be an even integer >= 2 (antithetic pairs), "
+                             f"got {self.backward_noise!r}")
 
 
 class ScaledReward(VecEnvWrapper):

@@ -35,5 +35,8 @@ def make_responder(game: MeanFieldGame, config: BestResponseConfig, device: torc
     if config.algorithm == "pathwise":
         from dedafp.agents.pathwise import PathwiseBestResponder
         return PathwiseBestResponder(game, config, device, seed)
+    if config.algorithm == "backward":
+        from dedafp.agents.backward import BackwardBestResponder
+        return BackwardBestResponder(game, config, device, seed)
     from dedafp.agents.best_response import SB3BestResponder
     return SB3BestResponder(game, config, device, seed)
