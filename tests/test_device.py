@@ -14,7 +14,7 @@ TINY = ["fp.br_agents=200", "fp.population_agents=2000", "fp.eval_agents=2000", 
         "flow.steps=20", "flow.hidden=8", "flow.transforms=1", "flow.mean_samples=512"]
 
 
-@pytest.mark.parametrize("responder", ["ppo", "pathwise", "riccati"])
+@pytest.mark.parametrize("responder", ["ppo", "pathwise", "backward", "riccati"])
 def test_an_iteration_runs_on_cuda_and_keeps_its_tensors_there(responder):
     algorithm = make_algorithm(load_config("lq1d", overrides=[*TINY, f"best_response.algorithm={responder}"],
                                            device="cuda"))

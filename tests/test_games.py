@@ -102,10 +102,10 @@ def test_the_lq_games_default_to_pathwise_best_responses_and_reproduce_the_commi
     # `dedafp train lq2d` is the configuration of results/lq2d_pathwise/ field for field.
     committed = read_run_config(Path(__file__).parent.parent / "results" / "lq2d_pathwise")
     assert config_differences(committed.to_dict(), load_config("lq2d").to_dict()) == []
-    assert load_config("four_rooms").best_response.algorithm == "ppo"       # PPO wins there
+    assert load_config("four_rooms").best_response.algorithm == "backward"  # backward induction wins there
     assert main(["games"]) == 0
     listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
-    assert "best response pathwise" in listed["lq2d"] and "best response ppo" in listed["four_rooms"]
+    assert "best response pathwise" in listed["lq2d"] and "best response backward" in listed["four_rooms"]
 
 
 @pytest.mark.parametrize("game", BUILT_IN)

@@ -271,11 +271,26 @@ class BackwardBestResponder(BestResponder):
             x = game.step(s, x, a, field, torch.randn(x.shape, generator=generator, device=self.device))
         return total + game.terminal_reward(x, field)
 
+    def _density_table(self, population: PopulationModel) -> PopulationModel:
+        """The population the rewards read: a log-density table of it on a bounded low-dimensional domain.
+
+        Rewards are queried some 10^6 times per call (every lattice row's next state, every realised
+        return's step); a table built once (``backward_density_nodes`` nodes per t) answers them by
+        interpolation. Its error is the grid cache's (:mod:`dedafp.population.grid_cache`); the
+        shortfall that fictitious play reports is measured against the population model itself.
+        """
+        nodes, domain = self.config.backward_density_nodes, self.game.domain
+        if nodes == 0 or domain.kind == "euclidean" or self.game.state_dim > 3:
+            return population
+        from dedafp.population.grid_cache import GridCachedPopulation
+        cells = max(2, round(nodes ** (1.0 / self.game.state_dim)))
+        return GridCachedPopulation(population, domain.low, domain.high, cells)
+
     def learn(self, population: PopulationModel) -> PathwisePolicy:
         c, game = self.config, self.game
         seed = self.seed + 1000 * self.calls
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        repeated = _RepeatedRows(population)
+        repeated = _RepeatedRows(self._density_table(population))
         field = game.bind(repeated)
         if self.net is None or not c.warm_start:
             self.net = policy_network(game, c.hidden, c.layers, seed).to(self.device)

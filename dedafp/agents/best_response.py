@@ -105,11 +105,17 @@ class BestResponseConfig:
             around every state's best action (>= 0).
         backward_noise: noise draws per (state, action) in the Q-value's expectation, played as
             antithetic pairs ±ξ (even, >= 2).
-        backward_hidden: width of the backward responder's value networks (>= 1; ``layers`` deep).
+        backward_hidden: width of the backward responder's value networks, one per time step (>= 1;
+            ``layers`` deep); its policy network is ``hidden`` wide.
         backward_fit_steps: Adam steps of each time step's value regression (>= 1).
-        backward_policy_steps: Adam steps of the policy regression on the best actions (>= 1).
+        backward_policy_steps: Adam steps of the policy regression on the best actions of every sampled
+            (t, x), spread over the backward pass (1/T of them after each time step) and as many again
+            at its end (>= 1).
         backward_lr: Adam learning rate of both regressions, decayed linearly to 0 (> 0).
         backward_chunk: (state, action) rows scored per batched call, a memory bound (>= 1).
+        backward_density_nodes: on a box or periodic domain of at most 3 dimensions the backward
+            responder reads the population's log-density from a table of this many nodes per t,
+            built once per call and interpolated (>= 0; 0 queries the population model directly).
     """
 
     RULES: ClassVar[dict[str, Rule]] = {
@@ -121,7 +127,8 @@ class BestResponseConfig:
         "pathwise_warm_steps": ">= 1", "pathwise_agents": ">= 1", "pathwise_lr": "> 0",
         "pathwise_max_grad_norm": "> 0", "backward_states": ">= 1", "backward_actions": ">= 1",
         "backward_refine": ">= 0", "backward_noise": ">= 2", "backward_hidden": ">= 1", "backward_fit_steps": ">= 1",
-        "backward_policy_steps": ">= 1", "backward_lr": "> 0", "backward_chunk": ">= 1"}
+        "backward_policy_steps": ">= 1", "backward_lr": "> 0", "backward_chunk": ">= 1",
+        "backward_density_nodes": ">= 0"}
 
     algorithm: str = "ppo"
     total_steps: int = 300_000
@@ -152,15 +159,16 @@ class BestResponseConfig:
     pathwise_agents: int = 1024
     pathwise_lr: float = 3e-3
     pathwise_max_grad_norm: float = 10.0
-    backward_states: int = 4096
+    backward_states: int = 2048
     backward_actions: int = 49
     backward_refine: int = 1
     backward_noise: int = 4
     backward_hidden: int = 64
     backward_fit_steps: int = 300
-    backward_policy_steps: int = 2000
+    backward_policy_steps: int = 4000
     backward_lr: float = 1e-3
     backward_chunk: int = 262_144
+    backward_density_nodes: int = 8192
 
     def __post_init__(self) -> None:
         """start_times keeps its own wording (the shared checks then confirm the range)."""

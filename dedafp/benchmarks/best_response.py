@@ -46,9 +46,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dedafp.agents.best_response import BestResponseConfig, SB3BestResponder
+from dedafp.agents.best_response import BestResponseConfig
 from dedafp.agents.pathwise import PathwiseBestResponder, PathwisePolicy, policy_network
 from dedafp.agents.policy import DeterministicPolicy, ZeroPolicy
+from dedafp.algorithms.responders import make_responder
 from dedafp.envs.base import MeanFieldGame
 from dedafp.population.base import PopulationModel
 from dedafp.rollout import rollout
@@ -56,7 +57,7 @@ from dedafp.rollout import rollout
 logger = logging.getLogger(__name__)
 
 GAMES = ("lq1d", "lq2d", "beach_bar", "four_rooms")
-RESPONDERS = ("ppo", "sac", "pathwise")
+RESPONDERS = ("ppo", "sac", "pathwise", "backward")
 COLUMNS = ("game", "responder", "budget", "exact_value", "value", "shortfall", "std_error", "seconds",
            "rejected_moves", "gradient_ratio")
 
@@ -105,6 +106,8 @@ def responder_config(game: MeanFieldGame, responder: str,
         base.update(total_steps=SAC_STEPS)
     if responder == "pathwise":
         base = {}
+    if responder == "backward":
+        base = {k: v for k, v in base.items() if k.startswith("backward_") or k in ("hidden", "exploring_starts")}
     return BestResponseConfig(**{**base, "algorithm": responder, **(overrides or {})})
 
 
@@ -112,6 +115,9 @@ def budget_of(config: BestResponseConfig) -> str:
     """The training budget of one call, in words."""
     if config.algorithm == "pathwise":
         return f"{config.pathwise_steps} Adam steps x {config.pathwise_agents} agents"
+    if config.algorithm == "backward":
+        return (f"{config.backward_states} states x {config.backward_actions} actions x "
+                f"{config.backward_refine + 1} rounds per t")
     return f"{config.total_steps:,} env steps"
 
 
@@ -187,8 +193,7 @@ def benchmark(game_name: str, responders: Sequence[str], seed: int = 0, eval_age
     rows = []
     for name in responders:
         config = responder_config(game, name, (overrides or {}).get(name))
-        responder = (PathwiseBestResponder(game, config, seed=seed) if name == "pathwise"
-                     else SB3BestResponder(game, config, seed=seed))
+        responder = make_responder(game, config, seed=seed)
         start = time.perf_counter()
         policy = responder.learn(population)
         seconds = time.perf_counter() - start

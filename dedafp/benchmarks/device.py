@@ -28,7 +28,7 @@ SETTINGS = {
     # lq2d's default responder is pathwise: 100 Adam steps of 1,024 agents instead of 600.
     "lq2d": ["best_response.pathwise_steps=100", "fp.eval_agents=20000"],
     "beach_bar": ["best_response.total_steps=20000", "fp.population_agents=10000"],
-    "four_rooms": ["best_response.total_steps=20000", "fp.population_agents=10000", "average_policy.steps=1000"],
+    "four_rooms": ["best_response.backward_states=1024", "fp.population_agents=10000", "average_policy.steps=1000"],
 }
 
 
