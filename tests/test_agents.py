@@ -39,6 +39,21 @@ def test_bounded_buffer_keeps_equal_shares_and_weighting():
     np.testing.assert_allclose(counts, 0.25, atol=0.004)   # 4 binomial standard errors
 
 
+def test_buffer_draws_the_stored_rows_after_every_change():
+    # Draws index one concatenation cached between changes: after an add, a bounded buffer's
+    # subsampling or a reload, every drawn row must still be a stored (t, x, a) row of its iteration.
+    buffer = FictitiousPlayBuffer(capacity=400, generator=torch.Generator().manual_seed(1))
+    for k in range(4):
+        times = torch.arange(150) % 7
+        buffer.add(times, (times + 100 * k).float().unsqueeze(1), torch.full((150, 1), float(k)))
+        times, states, actions = buffer.sample(5000)
+        assert torch.equal(states[:, 0], (times + 100 * actions[:, 0]).float())
+        assert set(actions[:, 0].long().tolist()) == set(range(k + 1))
+    restored = FictitiousPlayBuffer()
+    restored.load_state_dict(buffer.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(restored.sample(100), buffer.sample(100), strict=True))
+
+
 def test_behavioural_cloning_recovers_the_occupancy_weighted_mixture():
     # Two constant policies a = +1 and a = -1 in the LQ dynamics without mean coupling. Their
     # populations at time t are Gaussians N(±μ_t, v_t) (exact moments), so the occupancy-weighted

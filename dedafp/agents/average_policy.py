@@ -109,6 +109,9 @@ class FictitiousPlayBuffer:
         self.times: list[Tensor] = []
         self.states: list[Tensor] = []
         self.actions: list[Tensor] = []
+        # The stored samples concatenated once per change, not once per minibatch: concatenating at
+        # every draw made a cloning step cost O(buffer), i.e. cloning grew linearly with k.
+        self._flat: tuple[Tensor, Tensor, Tensor] | None = None
 
     def __len__(self) -> int:
         """Number of iterations stored."""
@@ -126,6 +129,7 @@ class FictitiousPlayBuffer:
                              f"{tuple(times.shape)}, {tuple(states.shape)}, {tuple(actions.shape)}")
         if not (torch.isfinite(states).all() and torch.isfinite(actions).all()):
             raise FloatingPointError("best-response samples contain NaN or inf")
+        self._flat = None
         self.times.append(times.long().cpu())
         self.states.append(states.float().cpu())
         self.actions.append(actions.float().cpu())
@@ -153,7 +157,10 @@ class FictitiousPlayBuffer:
                                           generator=self.generator)
         within = (torch.rand(n, generator=self.generator) * sizes[iteration]).long()
         index = offsets[iteration] + within
-        return torch.cat(self.times)[index], torch.cat(self.states)[index], torch.cat(self.actions)[index]
+        if self._flat is None:
+            self._flat = (torch.cat(self.times), torch.cat(self.states), torch.cat(self.actions))
+        times, states, actions = self._flat
+        return times[index], states[index], actions[index]
 
     def state_dict(self) -> dict:
         """The stored samples and the sampler's generator state."""
@@ -164,6 +171,7 @@ class FictitiousPlayBuffer:
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned."""
         self.times, self.states, self.actions = state["times"], state["states"], state["actions"]
+        self._flat = None
         self.capacity = state["capacity"]
         self.generator.set_state(state["generator"])
         # Checkpoints written before the weighting option hold uniform buffers.
