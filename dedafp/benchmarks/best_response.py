@@ -116,8 +116,8 @@ def budget_of(config: BestResponseConfig) -> str:
     if config.algorithm == "pathwise":
         return f"{config.pathwise_steps} Adam steps x {config.pathwise_agents} agents"
     if config.algorithm == "backward":
-        return (f"{config.backward_states} states x {config.backward_actions} actions x "
-                f"{config.backward_refine + 1} rounds per t")
+        return (f"{config.backward_states} states ({config.exploring_starts:.0%} exploring) x "
+                f"{config.backward_actions} actions x {config.backward_refine + 1} rounds per t")
     return f"{config.total_steps:,} env steps"
 
 
