@@ -11,8 +11,15 @@ sense of Munos and Szepesvári, JMLR 2008). For t = T-1, ..., 0:
     states    x_i ~ a mix of the population's μ_t and the game's exploring law (the whole domain)
     actions   a_j on a lattice over [-bound, bound]^m, refined around the best one
     Q_t(x, a) = r_t(x, a) + mean_k V_{t+1}(step(t, x, a, ±ξ_k))        (antithetic noise pairs)
-    V_t       = a network regressed on max_j Q_t(x_i, a_j);   V_T = the terminal reward itself
-    π(t, x)   = a network regressed on argmax_j Q_t(x_i, a_j) over all (t, i)
+    a*_i      = argmax_j Q_t(x_i, a_j)
+    π(t, x)   = a network regressed on a*_i over every (s, i) sampled so far, s >= t
+    V_t       = a network regressed on the realised return of a*_i at t, then π, from x_i
+    (V_T is the terminal reward itself)
+
+Regressing V_t on max_j Q_t instead (plain fitted value iteration) overshoots: the max picks the
+value network's own overshoots at density edges, and the bias compounds over the horizon (a third
+of the return over 40 four-rooms steps). The realised returns are those of a policy actually
+played, so V_t is a (noisy, unbiased) value of π, as in the performance iteration of Huré et al.
 
 Only the game's own ``step``, ``reward`` and ``terminal_reward`` are called, with the frozen field:
 no gradient of the dynamics is taken, so walls, reflections and rejected moves (where the pathwise
@@ -40,7 +47,7 @@ from typing import TYPE_CHECKING, Any, final
 import torch
 from torch import Tensor, nn
 
-from dedafp.agents.pathwise import PathwisePolicy, policy_network
+from dedafp.agents.pathwise import PathwisePolicy, check_exploring_law, policy_network
 from dedafp.agents.policy import BestResponder
 from dedafp.envs.base import MeanFieldGame
 from dedafp.population.base import PopulationModel
@@ -125,9 +132,11 @@ class BackwardBestResponder(BestResponder):
     ``backward_actions`` lattice actions per state (then ``backward_refine`` rounds of a lattice
     half as wide around each state's best), with ``backward_noise`` antithetic noise draws per
     (state, action), and regresses a value network per time step (``backward_hidden`` x ``layers``,
-    warm-started from the next time's, ``backward_fit_steps`` Adam steps). The played policy is a
-    ``hidden`` x ``layers`` tanh network regressed on the best actions of every sampled (t, x)
-    (``backward_policy_steps`` Adam steps), warm-started from the previous call's with ``warm_start``.
+    warm-started from the next time's, ``backward_fit_steps`` Adam steps) on the realised returns of
+    the best action followed by the policy built so far. The policy is one ``hidden`` x ``layers``
+    tanh network regressed on the best actions of every (t, x) sampled so far: ``1/T`` of
+    ``backward_policy_steps`` after each time step (the realised returns of earlier times play it), all
+    of them again at the end; warm-started from the previous call's with ``warm_start``.
     Each call's samples come from ``seed + 1000 · calls``; :meth:`state_dict` resumes a run.
 
     Attributes:
@@ -140,11 +149,7 @@ class BackwardBestResponder(BestResponder):
                  seed: int = 0) -> None:
         if config.algorithm != "backward":
             raise ValueError(f"BackwardBestResponder needs algorithm 'backward', got {config.algorithm!r}")
-        if config.exploring_starts > 0:
-            try:
-                game.exploring_states(1, torch.Generator().manual_seed(0))
-            except NotImplementedError as error:
-                raise ValueError(str(error)) from error
+        check_exploring_law(game, config.exploring_starts)
         points = round(config.backward_actions ** (1.0 / game.action_dim))
         if points < 2:
             raise ValueError(f"best_response.backward_actions={config.backward_actions} gives fewer than 2 lattice "

@@ -49,7 +49,7 @@ from dedafp.population.base import PopulationModel
 if TYPE_CHECKING:
     from dedafp.agents.best_response import BestResponseConfig
 
-__all__ = ["PathwiseBestResponder", "PathwisePolicy", "policy_network", "start_schedule"]
+__all__ = ["PathwiseBestResponder", "PathwisePolicy", "check_exploring_law", "policy_network", "start_schedule"]
 
 
 def policy_network(game: MeanFieldGame, hidden: int, layers: int, generator_seed: int) -> nn.Sequential:
@@ -115,6 +115,16 @@ def start_schedule(game: MeanFieldGame, n: int, exploring_starts: float, start_t
     return times, exploring
 
 
+def check_exploring_law(game: MeanFieldGame, exploring_starts: float) -> None:
+    """``ValueError`` at construction, not at the first call, if ``exploring_starts > 0`` on a game without
+    an exploring law."""
+    if exploring_starts > 0:
+        try:
+            game.exploring_states(1, torch.Generator().manual_seed(0))
+        except NotImplementedError as error:
+            raise ValueError(str(error)) from error
+
+
 class PathwiseBestResponder(BestResponder):
     """Best responses by gradient ascent on the simulated mean return (Adam, clipped gradients).
 
@@ -142,12 +152,7 @@ class PathwiseBestResponder(BestResponder):
                  seed: int = 0) -> None:
         if config.algorithm != "pathwise":
             raise ValueError(f"PathwiseBestResponder needs algorithm 'pathwise', got {config.algorithm!r}")
-        if config.exploring_starts > 0:
-            # Fail at construction, not at the first call, for a game without an exploring law.
-            try:
-                game.exploring_states(1, torch.Generator().manual_seed(0))
-            except NotImplementedError as error:
-                raise ValueError(str(error)) from error
+        check_exploring_law(game, config.exploring_starts)
         self.game = game
         self.config = config
         self.device = torch.device(device)
