@@ -265,6 +265,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from dedafp.benchmarks.dimensions import DimensionSweepConfig, bench_dimensions
         bench_dimensions(DimensionSweepConfig(device=args.device), Path(args.out), print_fn=print)
         return 0
+    if args.what == "scaling":
+        from dedafp.benchmarks.scaling import ScalingBenchConfig, bench_scaling
+        config = ScalingBenchConfig(iterations=12 if args.iterations is None else args.iterations,
+                                    best_response=args.best_response, device=args.device)
+        bench_scaling(config, Path(args.out), print_fn=print)
+        return 0
     if args.what == "compare":
         from dedafp.benchmarks.compare import CompareConfig, bench_compare
         config = CompareConfig(tuple(args.envs), args.seeds, args.iterations, args.best_response,
@@ -438,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.set_defaults(func=cmd_plot)
 
     bench = sub.add_parser("bench", help="benchmarks (ratios measured in one run; figures under results/)")
-    bench.add_argument("what", choices=["env", "flows", "sampling", "dimensions", "compare"])
+    bench.add_argument("what", choices=["env", "flows", "sampling", "dimensions", "scaling", "compare"])
     bench.add_argument("--env", default="lq2d", help="env: the game")
     bench.add_argument("--agents", type=int, nargs="+", default=[1, 8, 64, 256])
     bench.add_argument("--steps", type=int, default=20_000, help="env steps per measurement")
