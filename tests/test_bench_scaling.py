@@ -60,7 +60,10 @@ def test_a_tiny_run_writes_every_phase_with_positive_seconds(tmp_path):
     assert any("total" in line for line in lines)
 
 
-def test_the_d_dimensional_lq_game_is_registered_with_the_exact_responder():
+def test_the_d_dimensional_lq_game_is_registered_with_the_exact_responder(monkeypatch):
+    # A copy of the registry for this test: other tests rely on lq3d being unknown.
+    from dedafp.envs import registry
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     assert lq_env(1) == "lq1d" and lq_env(2) == "lq2d"
     name = lq_env(3)
     assert name == "lq3d" and lq_env(3) == name       # registering again is a no-op
