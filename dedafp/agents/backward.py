@@ -142,6 +142,7 @@ class BackwardBestResponder(BestResponder):
     Attributes:
         fit_errors: relative mean squared error of each V_t regression of the last call (t = T-1..0).
         policy_error: relative mean squared error of the policy regression of the last call.
+        values: the regressed V_t of the last call, by t = 1..T-1 (for diagnostics).
         calls: number of completed calls.
     """
 
@@ -164,6 +165,7 @@ class BackwardBestResponder(BestResponder):
         self.calls = 0
         self.fit_errors: list[float] = []
         self.policy_error = math.nan
+        self.values: dict[int, _Value] = {}
 
     def _states(self, t: int, population: PopulationModel, generator: torch.Generator) -> Tensor:
         c, game = self.config, self.game
