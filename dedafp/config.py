@@ -47,11 +47,18 @@ class FictitiousPlayConfig:
             best response's own shortfall) and, where the game's spec declares an exact responder and
             the run does not use it, ``br/shortfall`` (the exact best response's return minus the
             learned one's: how far deep RL is from a best response).
+        reward_density_nodes: on a bounded domain (box or periodic) of at most 3 dimensions, the frozen
+            population every best response answers is a table of its log-density with about this many
+            nodes per t, interpolated (:func:`~dedafp.population.grid_cache.reward_table`, built once per
+            iteration): the responders, the kept-best comparison and ``br/*`` read it instead of the
+            model (>= 0; 0: the model itself, as everywhere on euclidean domains). The reference
+            evaluators still read the model.
     """
 
     RULES: ClassVar[dict[str, Rule]] = {
         "iterations": ">= 1", "br_agents": ">= 1", "population_agents": ">= 16", "eval_agents": ">= 0",
-        "initial_flow_steps": ">= 0", "kde_bandwidth": (*BANDWIDTH_RULES, "> 0"), "evaluate_every": ">= 1"}
+        "initial_flow_steps": ">= 0", "kde_bandwidth": (*BANDWIDTH_RULES, "> 0"), "evaluate_every": ">= 1",
+        "reward_density_nodes": ">= 0"}
 
     iterations: int = 10
     br_agents: int = 2_000
@@ -61,6 +68,7 @@ class FictitiousPlayConfig:
     kde_bandwidth: str | float = "scott"
     evaluate_every: int = 1
     measure_best_response: bool = True
+    reward_density_nodes: int = 8192
 
     def __post_init__(self) -> None:
         """fp.eval_agents is 0 or at least 2."""

@@ -64,3 +64,25 @@ def test_the_flow_fokker_planck_penalty_runs_in_the_loop_and_reports_its_residua
     config = load_config("lq1d", overrides=[*TINY, "fp.iterations=1", "fp.eval_agents=0", "flow.fp_penalty=0.01"])
     rows = read_metrics(train(config, tmp_path / "run").path)
     assert rows[-1]["flow/fp_residual"] >= 0 and rows[-1]["flow/nll"] == rows[-1]["flow/nll"]
+
+
+@pytest.mark.parametrize(("algorithm", "nodes", "tabulated"), [("dedafp", 256, True), ("dedafp", 0, False),
+                                                               ("algo2", 256, False)])
+def test_best_responses_read_a_table_of_the_flow_on_bounded_domains(algorithm, nodes, tabulated):
+    """fp.reward_density_nodes: the responder and br/* see a table of DEDA-FP's flow; Algo 2 keeps its kernel."""
+    from dedafp.population.grid_cache import GridCachedPopulation
+
+    config = load_config("beach_bar", overrides=[
+        "best_response.algorithm=grid", "fp.iterations=1", "fp.eval_agents=0", "fp.br_agents=200",
+        "fp.population_agents=500", "fp.initial_flow_steps=20", "average_policy.steps=20", "average_policy.hidden=16",
+        "flow.steps=10", "flow.hidden=8", "flow.transforms=1", f"fp.reward_density_nodes={nodes}"],
+        algorithm=algorithm)
+    fp = make_algorithm(config)
+    seen = []
+    learn = fp.responder.learn
+    fp.responder.learn = lambda population: seen.append(population) or learn(population)
+    record = fp.iteration()
+    assert isinstance(seen[0], GridCachedPopulation) is tabulated
+    if tabulated:
+        assert seen[0].cells == (256,) and type(seen[0].population).__name__ == "FlowPopulation"
+    assert torch.isfinite(torch.tensor(record.metrics["br/return"]))

@@ -146,3 +146,25 @@ def test_gaussian_population_log_prob_is_exact():
 def test_bad_flow_configs_fail_clearly(field, value, message):
     with pytest.raises(ValueError, match=message):
         FlowConfig(**{field: value})
+
+
+# ---- the rewards' density table ------------------------------------------------------------------
+
+def test_reward_table_tabulates_bounded_low_dimensional_domains_only():
+    from dedafp.envs.base import Domain
+    from dedafp.population.grid_cache import GridCachedPopulation, reward_table
+
+    flow = FlowPopulation(FlowConfig(hidden=8, transforms=1), dim=2, horizon=3)
+    box = Domain.box((0.0, 0.0), (1.0, 1.0))
+    table = reward_table(flow, box, nodes=400)
+    assert isinstance(table, GridCachedPopulation) and table.cells == (20, 20)
+    assert reward_table(table, box, nodes=400) is table               # a table is not tabulated again
+    assert reward_table(flow, box, nodes=0) is flow
+    assert reward_table(flow, Domain(), nodes=400) is flow            # euclidean: no box to tabulate
+    wide = FlowPopulation(FlowConfig(hidden=8, transforms=1), dim=4, horizon=3)
+    assert reward_table(wide, Domain.box((0.0,) * 4, (1.0,) * 4), nodes=400) is wide
+    # Interpolation of a smooth density: within 0.05 nats at 20 cells per axis (measured max 0.019).
+    x = torch.rand(2000, 2, generator=torch.Generator().manual_seed(0)) * 0.9 + 0.05
+    with torch.no_grad():
+        gap = (table.log_prob(x, 1) - flow.log_prob(x, 1)).abs().max()
+    assert gap < 0.05, gap

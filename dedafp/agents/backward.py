@@ -51,6 +51,7 @@ from dedafp.agents.pathwise import PathwisePolicy, check_exploring_law, policy_n
 from dedafp.agents.policy import BestResponder
 from dedafp.envs.base import MeanFieldGame
 from dedafp.population.base import PopulationModel
+from dedafp.population.grid_cache import reward_table
 
 if TYPE_CHECKING:
     from dedafp.agents.best_response import BestResponseConfig
@@ -283,15 +284,10 @@ class BackwardBestResponder(BestResponder):
 
         Rewards are queried some 10^6 times per call (every lattice row's next state, every realised
         return's step); a table built once (``backward_density_nodes`` nodes per t) answers them by
-        interpolation. Its error is the grid cache's (:mod:`dedafp.population.grid_cache`); the
-        shortfall that fictitious play reports is measured against the population model itself.
+        interpolation. Its error is the grid cache's (:mod:`dedafp.population.grid_cache`). A population
+        that is a table already (the loop's, ``fp.reward_density_nodes``) is used as is.
         """
-        nodes, domain = self.config.backward_density_nodes, self.game.domain
-        if nodes == 0 or domain.kind == "euclidean" or self.game.state_dim > 3:
-            return population
-        from dedafp.population.grid_cache import GridCachedPopulation
-        cells = max(2, round(nodes ** (1.0 / self.game.state_dim)))
-        return GridCachedPopulation(population, domain.low, domain.high, cells)
+        return reward_table(population, self.game.domain, self.config.backward_density_nodes)
 
     def learn(self, population: PopulationModel) -> PathwisePolicy:
         c, game = self.config, self.game

@@ -24,7 +24,14 @@ __all__ = ["KernelDensityFictitiousPlay", "MixtureFictitiousPlay"]
 
 @register_algorithm("algo2")
 class KernelDensityFictitiousPlay(FictitiousPlay):
-    """Algo 2: DEDA-FP with a kernel density estimate over the simulated agents instead of the flow."""
+    """Algo 2: DEDA-FP with a kernel density estimate over the simulated agents instead of the flow.
+
+    Its rewards query the kernel estimate itself, as in the paper: a table of it
+    (``fp.reward_density_nodes``) would cost nodes x agents kernel terms per t, the very cost the
+    comparison with the flow measures.
+    """
+
+    tabulate_rewards = False
 
     def __init__(self, config: RunConfig, game: MeanFieldGame | None = None) -> None:
         super().__init__(config, game)

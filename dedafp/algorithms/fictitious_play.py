@@ -39,6 +39,7 @@ from dedafp.config import RunConfig
 from dedafp.envs.base import MeanFieldGame
 from dedafp.envs.registry import spec_of
 from dedafp.population import FlowPopulation, PopulationModel, population_from_state_dict
+from dedafp.population.grid_cache import reward_table
 from dedafp.population.periodic import PeriodicFlowPopulation
 from dedafp.rollout import Rollout, rollout
 
@@ -56,6 +57,9 @@ def _population_flow(game: MeanFieldGame, config: RunConfig, device: torch.devic
 @register_algorithm("dedafp")
 class FictitiousPlay(Algorithm):
     """The DEDA-FP loop: best response, behavioural cloning of the average, a flow of its population."""
+
+    #: Whether best responses read a table of the population (``fp.reward_density_nodes``) or the model.
+    tabulate_rewards = True
 
     def __init__(self, config: RunConfig, game: MeanFieldGame | None = None) -> None:
         super().__init__(config, game)
@@ -96,7 +100,10 @@ class FictitiousPlay(Algorithm):
         # 1. best response against the frozen population model of iteration k-1
         self._phase("best response")
         start = time.perf_counter()
-        frozen = self._population
+        # The rewards read a table of the frozen model where the domain allows (fp.reward_density_nodes):
+        # a best response queries the density some 10^5-10^6 times, the table costs one pass over its nodes.
+        nodes = self.config.fp.reward_density_nodes if self.tabulate_rewards else 0
+        frozen = reward_table(self._population, self.game.domain, nodes)
         br_field = self.game.bind(frozen)
         self.best_responses.append(self.responder.learn(frozen))
         metrics["time/best_response"] = time.perf_counter() - start

@@ -20,6 +20,7 @@ Usage::
 
     cached = GridCachedPopulation(flow, low=(0.0, 0.0), high=(1.0, 1.0), cells=88)   # one pass over the grid
     cached.log_prob(x, t)          # [n], interpolated; sample() and mean() are the flow's own
+    rewards = reward_table(flow, game.domain, nodes=8192)   # the same where the game's domain allows it
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ import itertools
 import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from dedafp.population.base import PopulationModel
+
+__all__ = ["GridCachedPopulation", "reward_table", "MAX_NODES", "LOG_FLOOR"]
 
 #: Largest number of grid nodes per time (a 3-D grid of 160³ is already 16 MB per t in float32).
 MAX_NODES = 4_194_304
@@ -153,3 +157,18 @@ class GridCachedPopulation(PopulationModel):
     def state_dict(self) -> dict:
         """The wrapped model's state: the table is derived data, rebuilt by wrapping the model again."""
         return self.population.state_dict()
+
+
+def reward_table(population: PopulationModel, domain: Any, nodes: int) -> PopulationModel:
+    """``population`` tabulated with about ``nodes`` nodes per t on ``domain``'s box, where that pays.
+
+    ``domain`` is a game's :class:`~dedafp.envs.base.Domain` (``kind``, ``low``, ``high``). The table is
+    built on bounded (box or periodic) domains of at most 3 dimensions, ``round(nodes ** (1 / dim))``
+    cells per axis; elsewhere, with ``nodes = 0``, or for a model that is already a table, the
+    population is returned as is. On a periodic domain the outer half cells extrapolate instead of
+    wrapping (an error of the order of the interpolation's own within half a cell of the seam).
+    """
+    if nodes == 0 or domain.kind == "euclidean" or population.dim > 3 or isinstance(population, GridCachedPopulation):
+        return population
+    cells = max(2, round(nodes ** (1.0 / population.dim)))
+    return GridCachedPopulation(population, domain.low, domain.high, cells)
