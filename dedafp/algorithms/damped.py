@@ -76,7 +76,7 @@ class DampedFictitiousPlay(FictitiousPlay):
     def __init__(self, config: RunConfig, game: MeanFieldGame | None = None) -> None:
         super().__init__(config, game)
         self.weight = damped_weight(config)
-        self._exact: np.ndarray | None = None
+        self._exact_values: np.ndarray | None = None
         self.buffer = FictitiousPlayBuffer(config.average_policy.buffer_capacity,
                                            torch.Generator().manual_seed(config.seed + 1), newest_weight=self.weight)
 
@@ -98,17 +98,17 @@ class DampedFictitiousPlay(FictitiousPlay):
     def _exact_curve(self, k: int) -> np.ndarray | None:
         """Exploitability ``[K+1]`` of the same loop with exact parts (LQ: Riccati and exact moments; a
         grid-evaluated game: the grid's exact best responses), computed once; None for other games."""
-        if self._exact is None or len(self._exact) <= k:
+        if self._exact_values is None or len(self._exact_values) <= k:
             iterations = max(k, self.config.fp.iterations)
             if isinstance(self.game, LQGame):
-                self._exact = exact_damped_fictitious_play(self.game.config, iterations, self.weight).exploitability
+                self._exact_values = exact_damped_fictitious_play(self.game.config, iterations, self.weight).exploitability
             elif isinstance(self.evaluator, GridEvaluator):
                 solver = GridDampedFictitiousPlay(self.evaluator.grid, self.weight)
-                self._exact = np.array([solver.evaluate().exploitability]
+                self._exact_values = np.array([solver.evaluate().exploitability]
                                        + [solver.iteration().exploitability for _ in range(iterations)])
             else:
                 return None
-        return self._exact
+        return self._exact_values
 
     def _weighted_members(self, best_responses: list) -> list:
         """The best responses repeated in proportion to their weights (rounded to 1/64; the newest stays last).
