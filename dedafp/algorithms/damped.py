@@ -101,7 +101,8 @@ class DampedFictitiousPlay(FictitiousPlay):
         if self._exact_values is None or len(self._exact_values) <= k:
             iterations = max(k, self.config.fp.iterations)
             if isinstance(self.game, LQGame):
-                self._exact_values = exact_damped_fictitious_play(self.game.config, iterations, self.weight).exploitability
+                trace = exact_damped_fictitious_play(self.game.config, iterations, self.weight)
+                self._exact_values = trace.exploitability
             elif isinstance(self.evaluator, GridEvaluator):
                 solver = GridDampedFictitiousPlay(self.evaluator.grid, self.weight)
                 self._exact_values = np.array([solver.evaluate().exploitability]
