@@ -194,8 +194,8 @@ def test_a_learned_best_response_is_measured_against_the_exact_one_at_every_iter
     """The exact curve and the exact responder are kept apart (one attribute once served both: no
     br/shortfall at k = 1, a crash at k = 2)."""
     config = load_config("lq1d", overrides=[*TINY, "best_response.pathwise_steps=5",
-                                            "best_response.pathwise_warm_steps=5", "best_response.pathwise_agents=64", "fp.iterations=2", "damped.weight=0.5",
-                                            "fp.measure_best_response=true"],
+                                            "best_response.pathwise_warm_steps=5", "best_response.pathwise_agents=64",
+                                            "fp.iterations=2", "damped.weight=0.5", "fp.measure_best_response=true"],
                          algorithm="damped_fp")
     rows = read_metrics(train(config, tmp_path / "run").path)
     assert config.best_response.algorithm == "pathwise"
