@@ -283,3 +283,38 @@ def test_keep_best_replaces_a_failed_best_response_by_a_stored_one():
     assert third.metrics["br/kept"] in (0.0, 1.0)
     assert loop.best_responses[-1] is loop.best_responses[int(third.metrics["br/kept"])]
     assert third.metrics["br/return"] > third.metrics["br/new_return"]
+
+
+def test_action_spreads_compare_the_average_with_the_best_responses_disagreement():
+    """Two best responses a = ±0.5 everywhere: their weighted spread is exactly 0.5 at equal weights, 0 when
+    damping keeps only the newest; a Gaussian clone of both learns about that spread."""
+    from dedafp.agents.average_policy import action_spreads
+    from dedafp.agents.policy import DeterministicPolicy
+
+    class Constant(DeterministicPolicy):
+        def __init__(self, value):
+            self.value, self.action_bound = value, 1.0
+
+        def mean_action(self, t, x):
+            return torch.full((x.shape[0], 1), self.value)
+
+    game = LQGame(lq_preset("lq1d"))
+    generator = torch.Generator().manual_seed(0)
+    policies = [Constant(0.5), Constant(-0.5)]
+    times = torch.randint(game.horizon, (2000,), generator=generator)
+    states = torch.randn(2000, 1, generator=generator)
+    buffer = FictitiousPlayBuffer(generator=torch.Generator().manual_seed(1))
+    for policy in policies:
+        buffer.add(times, states, policy.mean_action(0, states))
+    average = AveragePolicy(game, AveragePolicyConfig(steps=300, hidden=16), seed=0)
+    untrained = action_spreads(average, policies, buffer)
+    assert untrained["bc/br_spread"] == pytest.approx(0.5, abs=1e-6)
+    assert untrained["bc/spread"] == pytest.approx(0.01 * game.action_bound, rel=0.5)   # initial_std
+    average.fit(buffer)
+    assert action_spreads(average, policies, buffer)["bc/spread"] == pytest.approx(0.5, rel=0.2)
+    newest = FictitiousPlayBuffer(newest_weight=1.0)
+    for policy in policies:
+        newest.add(times, states, policy.mean_action(0, states))
+    assert action_spreads(average, policies, newest)["bc/br_spread"] == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="best responses for a buffer"):
+        action_spreads(average, policies[:1], buffer)

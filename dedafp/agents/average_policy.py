@@ -332,3 +332,33 @@ class AveragePolicy(nn.Module):
         if "optimizer" in state:
             policy.optimizer.load_state_dict(state["optimizer"])
         return policy
+
+
+@torch.no_grad()
+def action_spreads(average: AveragePolicy, best_responses: list, buffer: FictitiousPlayBuffer,
+                   per_iteration: int = 256) -> dict[str, float]:
+    """Why the cloned average is as wide as it is: its spread against the best responses' disagreement.
+
+    At the first ``per_iteration`` stored states of every iteration (no random draw): ``bc/spread``, the
+    average's action standard deviation (mean over states and action coordinates, physical units), and
+    ``bc/br_spread``, the standard deviation of the stored best responses' deterministic actions at the
+    same (t, x), weighted as the average weights them. A maximum-likelihood Gaussian matches the second
+    where the best responses disagree, and playing it adds that much action noise at every step, which
+    no best response (each deterministic) has: the mixture is an episode mixture, the Gaussian a
+    state-wise one.
+    """
+    if len(best_responses) != len(buffer):
+        raise ValueError(f"{len(best_responses)} best responses for a buffer of {len(buffer)} iterations")
+    times = torch.cat([t[:per_iteration] for t in buffer.times])
+    states = torch.cat([x[:per_iteration] for x in buffer.states])
+    weights = torch.tensor(buffer.weights, dtype=torch.float32)
+    spread, br_spread = torch.zeros(times.shape[0]), torch.zeros(times.shape[0])
+    for t in times.unique().tolist():
+        rows = times == t
+        x = states[rows].to(average.device)
+        spread[rows] = average.distribution(t, x)[1].mean(-1).cpu()
+        actions = torch.stack([policy.mean_action(t, x).cpu() for policy in best_responses])   # [k, n, d_a]
+        mean = torch.einsum("k,knd->nd", weights, actions)
+        variance = torch.einsum("k,knd->nd", weights, (actions - mean) ** 2)
+        br_spread[rows] = variance.sqrt().mean(-1)
+    return {"bc/spread": float(spread.mean()), "bc/br_spread": float(br_spread.mean())}

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dedafp.agents.average_policy import AveragePolicy, FictitiousPlayBuffer
+from dedafp.agents.average_policy import AveragePolicy, FictitiousPlayBuffer, action_spreads
 from dedafp.agents.policy import DeterministicPolicy, Policy
 from dedafp.algorithms.base import Algorithm, IterationRecord, register_algorithm
 from dedafp.algorithms.responders import make_responder
@@ -168,7 +168,9 @@ class FictitiousPlay(Algorithm):
     def _update_average(self, played: Rollout) -> dict[str, float]:
         """Steps 2-3: the best response's played samples join the buffer; the average is cloned on it."""
         self.buffer.add(*played.samples())
-        return {"bc/nll": self._average_policy.fit(self.buffer)}
+        metrics = {"bc/nll": self._average_policy.fit(self.buffer)}
+        metrics.update(action_spreads(self._average_policy, self.best_responses, self.buffer))
+        return metrics
 
     def _refresh_population(self, steps: int | None) -> dict[str, float]:
         """Step 4: roll the average policy out (its own mean-field flow) and fit the population model."""
