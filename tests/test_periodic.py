@@ -201,3 +201,8 @@ def test_validation_errors():
         model.fit(torch.zeros(3), torch.zeros(4, 1))
     with pytest.raises(FloatingPointError):
         model.fit(torch.zeros(2), torch.tensor([[0.0], [float("nan")]]))
+
+
+def test_the_periodic_flow_refuses_early_stopping_in_one_line():
+    with pytest.raises(ValueError, match="flow.patience=2: the periodic flow has no early stopping"):
+        PeriodicFlowPopulation(FlowConfig(patience=2), 1, HORIZON, (-math.pi,), (math.pi,))

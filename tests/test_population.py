@@ -168,3 +168,35 @@ def test_reward_table_tabulates_bounded_low_dimensional_domains_only():
     with torch.no_grad():
         gap = (table.log_prob(x, 1) - flow.log_prob(x, 1)).abs().max()
     assert gap < 0.05, gap
+
+
+# ---- early stopping ----------------------------------------------------------------------------------
+
+def test_early_stopping_fits_as_well_and_a_refit_on_the_same_population_stops_early():
+    """flow.patience: the first fit may run to its budget; a warm refit to unchanged data stops early.
+    Measured (seeds 0-2, a budget of 300 steps): the first fit stopped after 120-180 steps, the refit after
+    60-120; cross-entropy to the truth 0.0023-0.0025 nats from the fixed 300 steps (bound 0.01)."""
+    truth = _gaussian(2)
+    gen = torch.Generator().manual_seed(0)
+    times = torch.arange(HORIZON + 1).repeat_interleave(2000)
+    states = torch.cat([truth.sample(t, 2000, gen) for t in range(HORIZON + 1)])
+    fixed = _fitted_flow("nflows", 2, steps=300)
+    early = FlowPopulation(FlowConfig(steps=300, transforms=2, hidden=16, patience=3), 2, HORIZON)
+    early.fit(times, states, generator=torch.Generator().manual_seed(0))
+    first = early.last_steps
+    early.fit(times, states, generator=torch.Generator().manual_seed(1))
+    assert early.last_steps < 0.5 * 300 and early.last_steps % 15 == 0, (first, early.last_steps)
+    assert fixed.last_steps == 300
+    x = torch.cat([truth.sample(t, 4000, gen) for t in range(HORIZON + 1)])
+    t = torch.arange(HORIZON + 1).repeat_interleave(4000)
+    with torch.no_grad():
+        gap = float(fixed.log_prob(x, t).mean() - early.log_prob(x, t).mean())
+    assert abs(gap) < 0.01, gap
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("patience", -1, "flow.patience must be an integer >= 0"), ("holdout", 1.0, "flow.holdout must be"),
+    ("holdout", 0.0, "flow.holdout must be")])
+def test_bad_early_stopping_fields_fail_clearly(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        FlowConfig(**{field: value})

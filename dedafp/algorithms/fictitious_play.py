@@ -192,10 +192,14 @@ class FictitiousPlay(Algorithm):
         Fokker-Planck equation of the average policy's drift)."""
         times, states = sim.population_samples()
         if self.config.flow.fp_penalty == 0:
-            return {"flow/nll": self._population.fit(times, states, steps=steps, generator=self.generator)}
-        nll = self._population.fit(times, states, steps=steps, generator=self.generator,
-                                   fokker_planck=self._fokker_planck_term(sim.field))
-        return {"flow/nll": nll, "flow/fp_residual": float(self._population.last_fp_residual)}
+            metrics = {"flow/nll": self._population.fit(times, states, steps=steps, generator=self.generator)}
+        else:
+            metrics = {"flow/nll": self._population.fit(times, states, steps=steps, generator=self.generator,
+                                                        fokker_planck=self._fokker_planck_term(sim.field)),
+                       "flow/fp_residual": float(self._population.last_fp_residual)}
+        if self.config.flow.patience:
+            metrics["flow/steps"] = float(self._population.last_steps)
+        return metrics
 
     def _fokker_planck_term(self, field: Any) -> Any:
         """The average policy's drift and the game's noise, for the flow's Fokker-Planck penalty."""

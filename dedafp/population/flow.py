@@ -69,12 +69,17 @@ class FlowConfig:
         low / high: optional box bounds of the state (both or neither, length = dim).
         fp_penalty: weight γ (>= 0) of the Fokker–Planck penalty γ·E[R²] added to the NLL in ``fit``
             (R of :mod:`dedafp.population.fokker_planck`); 0 = off: ``fit`` is exactly the plain NLL fit.
+        patience: early stopping (>= 0; 0 = off, every fit takes its ``steps``). Otherwise a share
+            ``holdout`` of the samples is held out, its NLL is measured every ``max(1, steps // 20)``
+            steps, and the fit stops after ``patience`` measurements without an improvement of 1e-3
+            nats: a warm-started refit to a population that moved little stops early.
+        holdout: share of the samples held out for early stopping, in (0, 1) (used when patience > 0).
     """
 
     RULES: ClassVar[dict[str, Rule]] = {
         "backend": BACKENDS, "transforms": ">= 1", "hidden": ">= 1", "bins": ">= 2", "tail_bound": "> 0",
         "time_harmonics": ">= 0", "steps": ">= 0", "batch_size": ">= 1", "lr": "> 0", "mean_samples": ">= 2",
-        "fp_penalty": ">= 0"}
+        "fp_penalty": ">= 0", "patience": ">= 0", "holdout": "(0, 1)"}
 
     backend: str = "nflows"
     transforms: int = 3
@@ -89,6 +94,8 @@ class FlowConfig:
     low: tuple[float, ...] | None = None
     high: tuple[float, ...] | None = None
     fp_penalty: float = 0.0
+    patience: int = 0
+    holdout: float = 0.1
 
     def __post_init__(self) -> None:
         """mean_samples even; low and high together, low < high (stored as float tuples)."""
@@ -190,6 +197,8 @@ class FlowPopulation(PopulationModel):
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         self._mean_cache: Tensor | None = None
         self.last_fp_residual = float("nan")
+        #: Adam steps the last ``fit`` took (fewer than asked when early stopping ended it).
+        self.last_steps = 0
 
     @property
     def device(self) -> torch.device:
@@ -334,12 +343,15 @@ class FlowPopulation(PopulationModel):
             raise ValueError(f"flow.fp_penalty = {penalty} needs the population's drift: pass "
                              "fit(..., fokker_planck=FokkerPlanckTerm(drift, sigma, dt))")
         steps = self.config.steps if steps is None else steps
+        states, times, held_out = self._split_holdout(states, times, generator)
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.lr
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, max(steps, 1))
         losses, residuals = [], []
         n = states.shape[0]
-        for _ in range(steps):
+        check_every, best, stale = max(1, steps // 20), math.inf, 0
+        self.last_steps = 0
+        for step in range(steps):
             index = torch.randint(n, (min(self.config.batch_size, n),), generator=generator,
                                   device=self._device)
             loss = nll = -self.log_prob(states[index], times[index]).mean()
@@ -355,10 +367,31 @@ class FlowPopulation(PopulationModel):
             self.optimizer.step()
             schedule.step()
             losses.append(nll.item())
+            self.last_steps = step + 1
+            if held_out is not None and (step + 1) % check_every == 0:
+                with torch.no_grad():
+                    score = float(-self.log_prob(held_out[1], held_out[0]).mean())
+                best, stale = (score, 0) if score < best - 1e-3 else (best, stale + 1)
+                if stale >= self.config.patience:
+                    break
         self._mean_cache = None
-        tail = losses[-max(1, steps // 10):]
-        self.last_fp_residual = float(np.mean(residuals[-max(1, steps // 10):])) if residuals else float("nan")
+        tail = losses[-max(1, len(losses) // 10):]
+        self.last_fp_residual = float(np.mean(residuals[-max(1, len(residuals) // 10):])) if residuals else float("nan")
         return float(np.mean(tail)) if losses else float("nan")
+
+    def _split_holdout(self, states: Tensor, times: Tensor, generator: torch.Generator | None
+                       ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+        """Training states and times, and the held-out ``(times, states)`` of early stopping (None when off).
+
+        At most 4,096 samples are held out: enough for the NLL to 0.01 nats, cheap to score.
+        """
+        if self.config.patience == 0:
+            return states, times, None
+        n = states.shape[0]
+        size = min(4096, max(1, round(self.config.holdout * n)))
+        order = torch.randperm(n, generator=generator, device=self._device)
+        held, kept = order[:size], order[size:]
+        return states[kept], times[kept], (times[held], states[held])
 
     def _fp_mean_square(self, states: Tensor, times: Tensor, term: FokkerPlanckTerm,
                         generator: torch.Generator | None) -> Tensor:

@@ -142,6 +142,9 @@ class PeriodicFlowPopulation(PopulationModel):
                  device: torch.device | str = "cpu", seed: int = 0) -> None:
         if not isinstance(config, FlowConfig):
             raise TypeError(f"config must be a FlowConfig, got {type(config).__name__}")
+        if config.patience:
+            raise ValueError(f"flow.patience={config.patience}: the periodic flow has no early stopping yet; "
+                             "set flow.patience=0 (fixed flow.steps)")
         for name, value in (("dim", dim), ("horizon", horizon)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
