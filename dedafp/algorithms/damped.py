@@ -106,7 +106,7 @@ class DampedFictitiousPlay(FictitiousPlay):
             elif isinstance(self.evaluator, GridEvaluator):
                 solver = GridDampedFictitiousPlay(self.evaluator.grid, self.weight)
                 self._exact_values = np.array([solver.evaluate().exploitability]
-                                       + [solver.iteration().exploitability for _ in range(iterations)])
+                                              + [solver.iteration().exploitability for _ in range(iterations)])
             else:
                 return None
         return self._exact_values
