@@ -86,3 +86,12 @@ def test_best_responses_read_a_table_of_the_flow_on_bounded_domains(algorithm, n
     if tabulated:
         assert seen[0].cells == (256,) and type(seen[0].population).__name__ == "FlowPopulation"
     assert torch.isfinite(torch.tensor(record.metrics["br/return"]))
+
+
+def test_lq_flow_refits_stop_early_by_default_and_report_their_steps(tmp_path):
+    """LQ games default to flow.patience = 3: every fit reports flow/steps, at most its budget."""
+    config = load_config("lq1d", overrides=[*TINY, "fp.iterations=2", "fp.eval_agents=0"])
+    assert config.flow.patience == 3
+    rows = read_metrics(train(config, tmp_path / "run").path)
+    steps = [row["flow/steps"] for row in rows]
+    assert steps[0] <= config.fp.initial_flow_steps and all(3 <= s <= config.flow.steps for s in steps[1:]), steps
