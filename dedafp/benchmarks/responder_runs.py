@@ -84,7 +84,7 @@ def markdown(rows: Sequence[dict[str, object]]) -> str:
             "(median) | run |\n|---|---|---:|---:|---:|---:|---:|---|\n")
     lines = [f"| {r['game']} | {r['responder']} | " + " | ".join(_cell(r.get(f"shortfall_{k}")) for k in ITERATIONS)
              + f" | {_cell(r.get('final_exploitability'))} ({r.get('final_k', '–')}) | "
-             f"{_cell(r.get('seconds_per_br'), 3)} | `{r['run']}` |" for r in rows]
+             f"{_cell(r.get('seconds_per_br'))} | `{r['run']}` |" for r in rows]
     return head + "\n".join(lines) + "\n"
 
 

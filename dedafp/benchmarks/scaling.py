@@ -193,7 +193,8 @@ def _algorithm(config: ScalingBenchConfig, env: str, agents: int, iterations: in
     overrides = [f"fp.iterations={iterations}", f"fp.br_agents={agents}", f"fp.population_agents={agents}",
                  f"fp.eval_agents={config.eval_agents}", "fp.evaluate_every=1",
                  f"fp.initial_flow_steps={config.initial_flow_steps}", f"average_policy.steps={config.bc_steps}",
-                 f"flow.steps={config.flow_steps}", f"device={config.device}", f"seed={config.seed}"]
+                 # flow.patience=0: the LQ games stop refits early by default; here every budget stays fixed.
+                 f"flow.steps={config.flow_steps}", "flow.patience=0", f"device={config.device}", f"seed={config.seed}"]
     if config.best_response == "exact":
         from dedafp.envs.registry import game_spec
         overrides.append(f"best_response.algorithm={game_spec(env).exact_responder}")

@@ -350,7 +350,6 @@ class FlowPopulation(PopulationModel):
         losses, residuals = [], []
         n = states.shape[0]
         check_every, best, stale = max(1, steps // 20), math.inf, 0
-        self.last_steps = 0
         for step in range(steps):
             index = torch.randint(n, (min(self.config.batch_size, n),), generator=generator,
                                   device=self._device)
@@ -367,7 +366,6 @@ class FlowPopulation(PopulationModel):
             self.optimizer.step()
             schedule.step()
             losses.append(nll.item())
-            self.last_steps = step + 1
             if held_out is not None and (step + 1) % check_every == 0:
                 with torch.no_grad():
                     score = float(-self.log_prob(held_out[1], held_out[0]).mean())
@@ -375,6 +373,7 @@ class FlowPopulation(PopulationModel):
                 if stale >= self.config.patience:
                     break
         self._mean_cache = None
+        self.last_steps = len(losses)
         tail = losses[-max(1, len(losses) // 10):]
         self.last_fp_residual = float(np.mean(residuals[-max(1, len(residuals) // 10):])) if residuals else float("nan")
         return float(np.mean(tail)) if losses else float("nan")
