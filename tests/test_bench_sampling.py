@@ -32,7 +32,8 @@ def test_sampling_benchmark_runs_and_writes_its_json(tmp_path):
     assert {"rows", "ratios", "verdict", "shortcuts", "notes", "paper_seconds", "config", "machine"} <= set(saved)
     assert saved["horizon"] == 3 and saved["device"] == "cpu"
     batched = {(r["shape"], r["task"], r["algorithm"]) for r in saved["rows"] if r["style"] == "batched"}
-    assert batched == {(s, t, a) for s in ("paper", "default") for t in TASKS for a in ALGORITHMS}
+    tables = {(s, t, "dedafp table") for s in ("paper", "default") for t in ("density_query", "reward_query")}
+    assert batched == {(s, t, a) for s in ("paper", "default") for t in TASKS for a in ALGORITHMS} | tables
     for row in saved["rows"]:
         assert len(row["values"]) == TINY_SAMPLING.repeats and row["q25"] <= row["median"] <= row["q75"]
         assert all(v > 0 for v in row["values"])

@@ -266,6 +266,10 @@ def bench_sampling(config: SamplingBenchConfig, out: Path, print_fn: Callable[[s
             pairs.append((f"paper-style {label} / batched, {name} rollout",
                           f"paper-style/paper/{style}/{algorithm}/extrapolated",
                           f"batched/paper/marginal_samples/{algorithm}"))
+    for shape in ("paper", "default"):
+        for task in ("density_query", "reward_query"):
+            pairs.append((f"{shape} shapes, batched: Algo 1 / DEDA-FP loop table, {task.replace('_', ' ')}",
+                          f"batched/{shape}/{task}/algo1", f"batched/{shape}/{task}/dedafp table"))
     pairs.append(("scipy gaussian_kde / batched torch KDE, density query",
                   "paper-style/paper/scipy_kde/both/extrapolated", "batched/paper/density_query/algo1"))
     pairs.append(("default flow / paper flow, marginal samples", "batched/default/marginal_samples/dedafp",
@@ -283,7 +287,9 @@ def bench_sampling(config: SamplingBenchConfig, out: Path, print_fn: Callable[[s
         "notes": {
             "trajectories": "a flow gives per-time marginals only (its samples at different t are independent), "
                             "so DEDA-FP's trajectories are a rollout of its average policy: the Algo 2 call",
-            "density_query": "Algo 1 and Algo 2 run the same kernel code at the same sizes (timed once per repeat)",
+            "density_query": "Algo 1 and Algo 2 run the same kernel code at the same sizes (timed once per repeat); "
+                             "'dedafp table' is what the loop's rewards read (fp.reward_density_nodes): the table's "
+                             "build from the flow (once per refit) plus the queries",
             "population_refresh": f"DEDA-FP: rollout + flow fit of {config.flow_fit_steps} steps (per-step time "
                                   f"measured over {config.fit_steps_measured} steps); Algo 1/2: rollout + KDE build",
             "paper_style": f"rollouts measured on {config.paper_agents} agents and scaled by {scale_agents:g}; "

@@ -31,6 +31,11 @@ def print_tables(result: dict, print_fn: Callable[[str], None]) -> None:
                 row = _row(result, "batched", shape, task, algorithm)
                 cells.append(f"{row['median']:>9.4g} [{row['q25']:.3g}-{row['q75']:.3g}]" if row else "-")
             print_fn(f"{task:>20} " + " ".join(f"{c:>22}" for c in cells))
+        for task in ("density_query", "reward_query"):
+            row = _row(result, "batched", shape, task, "dedafp table")
+            if row:
+                print_fn(f"{task:>20} dedafp, the loop's table (built from the flow + queried): "
+                         f"{row['median']:.4g} s [{row['q25']:.3g}-{row['q75']:.3g}]")
     print_fn("\npaper-style (paper shapes), extrapolated to the full size (measured subset in brackets)")
     for task, algorithm in (("per_agent", "algo1"), ("per_agent", "algo2"), ("dummy_vec_env", "algo1"),
                             ("dummy_vec_env", "algo2"), ("scipy_kde", "both")):
@@ -97,17 +102,19 @@ def plot_sampling(result: dict, path: Path) -> None:
     for name, style, shape, task, algorithm in (("flow, paper", "batched", "paper", "reward_query", "dedafp"),
                                                 ("flow, default", "batched", "default", "reward_query", "dedafp"),
                                                 ("zuko, default", "shortcut", "default", "reward_query", "zuko"),
-                                                ("KDE", "batched", "default", "reward_query", "algo1")):
+                                                ("KDE", "batched", "default", "reward_query", "algo1"),
+                                                ("loop table, default", "batched", "default", "reward_query",
+                                                 "dedafp table")):
         labels.append(name)
         seconds.append(_row(result, style, shape, task, algorithm)["median"])
-        notes.append("exact")
+        notes.append("built once per refit" if algorithm == "dedafp table" else "exact")
     for grid in grid_rows:
         labels.append(f"grid {grid['cells']}")
         seconds.append(_row(result, "shortcut", "default", "reward_query", f"grid {grid['cells']}")["median"])
         notes.append(f"crowd-term err: interior max {grid.get('crowd_population_interior_max', 0):.2g}, "
                      f"edge max {grid['crowd_population_edge_max']:.2g}")
     ax.barh(np.arange(len(labels)), np.array(seconds) * 1e3, color=["tab:blue"] * 3 + ["tab:orange"]
-            + ["tab:purple"] * len(grid_rows))
+            + ["tab:purple"] * (len(grid_rows) + 1))
     for i, note in enumerate(notes):
         ax.text(seconds[i] * 1e3 * 1.1, i, note, va="center", fontsize=7)
     ax.set_yticks(np.arange(len(labels)), labels, fontsize=8)

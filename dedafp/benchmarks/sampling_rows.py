@@ -20,9 +20,10 @@ from dedafp.agents.average_policy import AveragePolicy, AveragePolicyConfig
 from dedafp.agents.best_response import MLPPolicy, actor_network
 from dedafp.agents.mixture import MixturePolicy
 from dedafp.common.timing import timed
+from dedafp.config import FictitiousPlayConfig
 from dedafp.envs.four_rooms import FourRoomsGame, crowd_term
 from dedafp.population.flow import FlowConfig, FlowPopulation
-from dedafp.population.grid_cache import GridCachedPopulation
+from dedafp.population.grid_cache import GridCachedPopulation, reward_table
 from dedafp.population.particles import ParticlePopulation
 from dedafp.rollout import rollout
 
@@ -123,6 +124,11 @@ def batched_repeat(column: Column, game: FourRoomsGame, config: SamplingBenchCon
                                ("dedafp", out["marginal_samples/algo2"])):
         out[f"trajectories/{algorithm}"] = seconds
     out["density_query/dedafp"], _ = timed(lambda: log_density_all_t(column.flow, sim2.states), device)
+    # What the loop's rewards read (fp.reward_density_nodes): a table of the flow, built once per refit.
+    nodes = FictitiousPlayConfig().reward_density_nodes
+    table_build, table = timed(lambda: reward_table(column.flow, game.domain, nodes), device)
+    table_query, _ = timed(lambda: log_density_all_t(table, sim2.states), device)
+    out["density_query/dedafp table"] = table_build + table_query
     build, kde = timed(lambda: ParticlePopulation(sim2.states, "scott", device=device), device)
     out["density_query/algo1"] = out["density_query/algo2"] = kde_seconds + build
     fit_step = _fit_step_seconds(column.shapes, sim2.states, config, device)
@@ -130,6 +136,7 @@ def batched_repeat(column: Column, game: FourRoomsGame, config: SamplingBenchCon
     out["population_refresh/algo1"] = out["marginal_samples/algo1"] + build
     out["population_refresh/algo2"] = out["marginal_samples/algo2"] + build
     out["reward_query/dedafp"] = reward_query_seconds(column.flow, sim2.states, config.reward_batch, device)
+    out["reward_query/dedafp table"] = reward_query_seconds(table, sim2.states, config.reward_batch, device)
     out["reward_query/algo1"] = out["reward_query/algo2"] = reward_query_seconds(
         kde, sim2.states, config.reward_batch, device)
     out["samples_and_density/dedafp"] = out["marginal_samples/dedafp"] + out["density_query/dedafp"]
