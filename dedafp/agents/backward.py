@@ -84,15 +84,6 @@ class _Value:
     def __init__(self, net: nn.Module, game: MeanFieldGame, t: int, shift: float, scale: float) -> None:
         self.net, self.game, self.t, self.shift, self.scale = net, game, t, shift, scale
 
-    def rescaled_net(self, shift: float, scale: float) -> nn.Module:
-        """A copy of the network whose output, read with ``shift`` and ``scale``, is this value's."""
-        net = copy.deepcopy(self.net)
-        last = net[-1]
-        with torch.no_grad():
-            last.weight.mul_(self.scale / scale)
-            last.bias.copy_((last.bias * self.scale + self.shift - shift) / scale)
-        return net
-
     @torch.no_grad()
     def __call__(self, x: Tensor) -> Tensor:
         return self.net(self.game.observation(self.t, x)).squeeze(1) * self.scale + self.shift
@@ -152,8 +143,7 @@ class BackwardBestResponder(BestResponder):
     Attributes:
         fit_errors: relative mean squared error of each V_t regression of the last call (t = T-1..0).
         policy_error: relative mean squared error of the policy regression of the last call.
-        values: the regressed V_t of the last call, by t = 1..T-1 (the next call's warm start with
-            ``backward_warm_values``).
+        values: the regressed V_t of the last call, by t = 1..T-1 (for diagnostics).
         calls: number of completed calls.
     """
 
@@ -241,15 +231,9 @@ class BackwardBestResponder(BestResponder):
     def _fit_value(self, t: int, x: Tensor, target: Tensor, warm: nn.Module | None, seed: int,
                    generator: torch.Generator) -> tuple[_Value, float]:
         c = self.config
-        shift, scale = float(target.mean()), float(target.std().clamp_min(1e-6))
-        previous = self.values.get(t) if c.backward_warm_values else None
-        if previous is not None:
-            net = previous.rescaled_net(shift, scale)
-        elif warm is not None:
-            net = copy.deepcopy(warm)
-        else:
-            net = _value_network(self.game, c.backward_hidden, c.layers, seed)
+        net = copy.deepcopy(warm) if warm is not None else _value_network(self.game, c.backward_hidden, c.layers, seed)
         net = net.to(self.device).train().requires_grad_(True)
+        shift, scale = float(target.mean()), float(target.std().clamp_min(1e-6))
         y = (target - shift) / scale
         obs = self.game.observation(t, x)
         optimizer = torch.optim.Adam(net.parameters(), lr=c.backward_lr)
@@ -319,7 +303,7 @@ class BackwardBestResponder(BestResponder):
         next_value: Any = lambda x: game.terminal_reward(x, field)  # noqa: E731
         warm: nn.Module | None = None
         obs_pool, target_pool = [], []
-        self.fit_errors = []
+        self.fit_errors, self.values = [], {}
         for t in reversed(range(game.horizon)):
             x = self._states(t, population, generator)
             with torch.no_grad():
@@ -349,23 +333,12 @@ class BackwardBestResponder(BestResponder):
         return PathwisePolicy(snapshot, game)
 
     def state_dict(self) -> dict[str, Any]:
-        """The policy network (a copy; None before the first call), the value networks of the last call (the
-        next call's warm start) and the call count: enough to resume a run."""
-        values = {t: {"net": copy.deepcopy(v.net.state_dict()), "shift": v.shift, "scale": v.scale}
-                  for t, v in self.values.items()}
-        return {"net": None if self.net is None else copy.deepcopy(self.net.state_dict()), "calls": self.calls,
-                "values": values}
+        """The policy network (a copy; None before the first call) and the call count: enough to resume a run."""
+        return {"net": None if self.net is None else copy.deepcopy(self.net.state_dict()), "calls": self.calls}
 
     def load_state_dict(self, state: dict[str, Any], population: PopulationModel | None = None) -> None:
         """Restore :meth:`state_dict` into a responder built with the same game and config."""
         self.calls = int(state["calls"])
-        c = self.config
-        self.values = {}
-        for t, saved in state.get("values", {}).items():
-            net = _value_network(self.game, c.backward_hidden, c.layers, 0).to(self.device)
-            net.load_state_dict(saved["net"])
-            self.values[int(t)] = _Value(net.eval().requires_grad_(False), self.game, int(t), saved["shift"],
-                                         saved["scale"])
         if state["net"] is None:
             self.net = None
             return

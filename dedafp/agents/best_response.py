@@ -112,10 +112,6 @@ class BestResponseConfig:
             (t, x), spread over the backward pass (1/T of them after each time step) and as many again
             at its end (>= 1).
         backward_lr: Adam learning rate of both regressions, decayed linearly to 0 (> 0).
-        backward_warm_values: start each V_t regression from the previous call's V_t (rescaled to the new
-            targets) instead of from this call's V_{t+1}. Fictitious play moves the population by
-            1/k per iteration, so last iteration's V_t is close: on four-rooms against one population
-            the shortfall fell 13.4 -> 11.3 -> 10.8 over three calls, at no cost.
         backward_chunk: (state, action) rows scored per batched call, a memory bound (>= 1).
         backward_density_nodes: on a box or periodic domain of at most 3 dimensions the backward
             responder reads the population's log-density from a table of this many nodes per t,
@@ -171,7 +167,6 @@ class BestResponseConfig:
     backward_fit_steps: int = 300
     backward_policy_steps: int = 4000
     backward_lr: float = 1e-3
-    backward_warm_values: bool = True
     backward_chunk: int = 262_144
     backward_density_nodes: int = 8192
 
