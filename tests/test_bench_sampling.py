@@ -52,6 +52,11 @@ def test_sampling_benchmark_runs_and_writes_its_json(tmp_path):
     expected = [a / b for a, b in zip(rows["paper", "marginal_samples", "algo1"]["values"],
                                       rows["paper", "marginal_samples", "dedafp"]["values"], strict=True)]
     np.testing.assert_allclose(ratio["values"], expected)
+    table = next(r for r in saved["ratios"] if r["ratio"] == "default shapes, batched: Algo 1 / DEDA-FP loop "
+                                                             "table, reward query")
+    np.testing.assert_allclose(table["values"], [a / b for a, b in zip(
+        rows["default", "reward_query", "algo1"]["values"], rows["default", "reward_query", "dedafp table"]["values"],
+        strict=True)])
     # DEDA-FP's trajectories are its average policy's rollout, the Algo 2 call.
     assert rows["paper", "trajectories", "dedafp"]["values"] == rows["paper", "marginal_samples", "algo2"]["values"]
     grids = saved["shortcuts"]["grid_cache"]["rows"]
