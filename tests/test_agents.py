@@ -196,6 +196,28 @@ def test_sb3_sac_best_response_runs_on_the_batched_env():
     assert float(policy.distribution(2, x)[1].abs().max()) == 0.0
 
 
+def test_a_warm_sac_responder_checkpoints_and_continues_identically(tmp_path):
+    # The checkpoint once read policy.optimizer, which SAC has not (one optimizer each on actor, critic and
+    # entropy coefficient): every SAC run stopped at its first checkpoint. Its replay buffer travels too.
+    game = LQGame(lq_preset("lq1d"))
+    population = game.uncontrolled_population()
+    config = BestResponseConfig(algorithm="sac", total_steps=600, warm_steps=300, num_envs=8, learning_starts=200,
+                                batch_size=64, hidden=16)
+    responder = SB3BestResponder(game, config, seed=2)
+    responder.learn(population)
+    torch.save(responder.state_dict(), tmp_path / "state.pt")
+    restored = SB3BestResponder(game, config, seed=2)
+    restored.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False), population)
+    assert restored.model.replay_buffer.size() == responder.model.replay_buffer.size() > 0
+    x = torch.randn(32, 1)
+    actions = []
+    for model in (responder, restored):
+        torch.manual_seed(5)
+        np.random.seed(5)
+        actions.append(model.learn(population).mean_action(3, x))
+    torch.testing.assert_close(actions[0], actions[1], rtol=0, atol=0)
+
+
 def _two_calls(seed: int, warm_start: bool) -> tuple[list[list[float]], list[torch.Tensor]]:
     """Episode returns seen in training and the env's generator state after each of two calls."""
     game = LQGame(lq_preset("lq1d"))

@@ -293,15 +293,35 @@ class SB3BestResponder(BestResponder):
         self.calls += 1
         return MLPPolicy(actor_network(self.model.policy), self.game)
 
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The model's optimizers by name: PPO has one on its policy; SAC one each on actor and critic,
+        and one on the entropy coefficient when that is learned."""
+        assert self.model is not None
+        policy = self.model.policy
+        if isinstance(self.model, PPO):
+            return {"policy": policy.optimizer}
+        found = {"actor": policy.actor.optimizer, "critic": policy.critic.optimizer}
+        if getattr(self.model, "ent_coef_optimizer", None) is not None:
+            found["ent_coef"] = self.model.ent_coef_optimizer
+        return found
+
     def state_dict(self) -> dict | None:
-        """What a checkpoint needs to continue warm-started training: policy and optimizer states, calls.
+        """What a checkpoint needs to continue warm-started training exactly: the policy, every optimizer, the
+        call count, and for SAC the learned entropy coefficient, the replay buffer (a warm-started SAC
+        keeps learning from the transitions of earlier calls) and its action space's generator.
 
         None before the first call (nothing to continue from).
         """
         if self.model is None:
             return None
-        return {"policy": self.model.policy.state_dict(), "optimizer": self.model.policy.optimizer.state_dict(),
-                "calls": self.calls}
+        state = {"policy": self.model.policy.state_dict(), "calls": self.calls,
+                 "optimizers": {name: opt.state_dict() for name, opt in self._optimizers().items()}}
+        if isinstance(self.model, SAC):
+            state["log_ent_coef"] = getattr(self.model, "log_ent_coef", None)
+            state["replay_buffer"] = self.model.replay_buffer
+            # Warm calls start with learning_starts random actions drawn by the action space's own generator.
+            state["action_space_rng"] = self.model.action_space.np_random.bit_generator.state
+        return state
 
     def load_state_dict(self, state: dict, population: PopulationModel) -> None:
         """Restore :meth:`state_dict`; the model is rebuilt on an env over ``population``.
@@ -310,5 +330,14 @@ class SB3BestResponder(BestResponder):
         """
         self.model = self._build(self._env(population, 0))
         self.model.policy.load_state_dict(state["policy"])
-        self.model.policy.optimizer.load_state_dict(state["optimizer"])
+        if isinstance(self.model, SAC):
+            if state.get("log_ent_coef") is not None:
+                with torch.no_grad():
+                    self.model.log_ent_coef.copy_(state["log_ent_coef"])
+            self.model.replay_buffer = state["replay_buffer"]
+            self.model.action_space.np_random.bit_generator.state = state["action_space_rng"]
+        # Checkpoints written before SAC was saved hold PPO's single optimizer under "optimizer".
+        saved = state.get("optimizers") or {"policy": state["optimizer"]}
+        for name, optimizer in self._optimizers().items():
+            optimizer.load_state_dict(saved[name])
         self.calls = state["calls"]
