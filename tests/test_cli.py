@@ -76,11 +76,19 @@ def test_train_evaluate_plot_end_to_end(tmp_path, capsys):
     assert run.config.best_response.algorithm == "pathwise"       # the LQ games' default responder
 
 
-def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path):
+# SAC at a tiny budget: its warm-started calls keep a replay buffer, which the checkpoint must carry.
+TINY_SAC = [o for o in TINY if not o.startswith("best_response.")] + [
+    "best_response.algorithm=sac", "best_response.total_steps=600", "best_response.warm_steps=300",
+    "best_response.num_envs=8", "best_response.learning_starts=100", "best_response.batch_size=64",
+    "best_response.hidden=16"]
+
+
+@pytest.mark.parametrize("options", [TINY, TINY_SAC], ids=["ppo", "sac"])
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(tmp_path, options):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert main(["train", "lq1d", "--iterations", "2", "--out", str(straight), *set_args(*TINY)]) == 0
+    assert main(["train", "lq1d", "--iterations", "2", "--out", str(straight), *set_args(*options)]) == 0
     # "Crash" after iteration 1, then resume to 2 iterations.
-    assert main(["train", "lq1d", "--iterations", "1", "--out", str(resumed), *set_args(*TINY)]) == 0
+    assert main(["train", "lq1d", "--iterations", "1", "--out", str(resumed), *set_args(*options)]) == 0
     assert main(["train", "--resume", str(resumed), "--iterations", "2"]) == 0
     a, b = _rows(straight), _rows(resumed)
     assert len(a) == len(b) == 3
