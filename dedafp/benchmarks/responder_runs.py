@@ -29,10 +29,12 @@ __all__ = ["RUNS", "responder_rows", "markdown"]
 #: (game, responder, run folder) of the committed runs the table reads.
 RUNS: tuple[tuple[str, str, str], ...] = (
     ("lq2d", "PPO", "results/lq2d"),
+    ("lq2d", "SAC", "results/lq2d_sac"),
     ("lq2d", "pathwise (default)", "results/lq2d_pathwise"),
     ("beach_bar", "PPO (default)", "results/beach_bar"),
     ("beach_bar", "pathwise", "results/beach_bar_pathwise"),
     ("four_rooms", "PPO", "results/four_rooms_ppo"),
+    ("four_rooms", "PPO, exploring starts 0.7", "results/four_rooms_ppo_exploring"),
     ("four_rooms", "backward (default)", "results/four_rooms_backward"),
     ("four_rooms", "exact grid", "results/four_rooms"),
 )
