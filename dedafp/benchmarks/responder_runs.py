@@ -32,6 +32,7 @@ RUNS: tuple[tuple[str, str, str], ...] = (
     ("lq2d", "SAC", "results/lq2d_sac"),
     ("lq2d", "pathwise (default)", "results/lq2d_pathwise"),
     ("beach_bar", "PPO (default)", "results/beach_bar"),
+    ("beach_bar", "PPO, learned spread", "results/beach_bar_learned_spread"),
     ("beach_bar", "pathwise", "results/beach_bar_pathwise"),
     ("four_rooms", "PPO", "results/four_rooms_ppo"),
     ("four_rooms", "PPO, exploring starts 0.7", "results/four_rooms_ppo_exploring"),
