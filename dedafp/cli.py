@@ -35,9 +35,6 @@ from dedafp.common.threads import configure_threads
 from dedafp.config import RunConfig, config_differences, load_config, read_run_config, read_yaml_mapping
 from dedafp.envs.registry import game_spec, registered_games
 
-#: Training metrics the progress table shows after the game's own columns (GameSpec.progress_columns).
-TRAINING_COLUMNS = ("br/return", "br/gain", "br/shortfall", "bc/nll", "flow/nll", "time/iteration")
-
 
 def _threads(args: argparse.Namespace) -> None:
     # One thread was fastest on 2-core machines (perf-notes.md); --threads overrides.
@@ -117,13 +114,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.out) if args.out else Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
     spec = game_spec(config.env)
-    columns = tuple(spec.progress_columns) + TRAINING_COLUMNS
+    from dedafp.algorithms import algorithm_class
+    algorithm_type = algorithm_class(config.algorithm)
+    columns = tuple(spec.progress_columns) + algorithm_type.progress_columns
     labels = [("seconds" if c == "time/iteration" else c) for c in columns]
     widths = [max(10, len(label)) for label in labels]
-    density = f"flow {config.flow.backend}" if config.algorithm == "dedafp" else f"KDE {config.fp.kde_bandwidth}"
     console.print(f"[bold]dedafp train[/bold] {config.env} ({config.algorithm}): {config.fp.iterations} iterations, "
-                  f"best response {config.best_response.algorithm}, {density}, "
-                  f"device {config.device} -> {run_dir}")
+                  f"{algorithm_type.describe(config)}, device {config.device} -> {run_dir}")
     console.print("  k  " + "  ".join(f"{label:>{w}}" for label, w in zip(labels, widths, strict=True)))
     status = console.status("iteration 0: population")
 

@@ -19,6 +19,7 @@ import yaml
 
 from dedafp.agents.average_policy import AveragePolicyConfig
 from dedafp.agents.best_response import BestResponseConfig
+from dedafp.agents.mirror_descent import MirrorDescentConfig
 from dedafp.common.validation import Rule, validated
 from dedafp.envs.registry import game_spec, is_reference, registered_games
 from dedafp.population.flow import FlowConfig
@@ -101,6 +102,7 @@ class RunConfig:
     average_policy: AveragePolicyConfig = field(default_factory=AveragePolicyConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     damped: DampedConfig = field(default_factory=DampedConfig)
+    omd: MirrorDescentConfig = field(default_factory=MirrorDescentConfig)
 
     def __post_init__(self) -> None:
         """env names a game, algorithm a registered algorithm, device a torch device."""
@@ -168,7 +170,8 @@ class RunConfig:
 
 
 _SECTION_TYPES = {"fp": FictitiousPlayConfig, "best_response": BestResponseConfig,
-                  "average_policy": AveragePolicyConfig, "flow": FlowConfig, "damped": DampedConfig}
+                  "average_policy": AveragePolicyConfig, "flow": FlowConfig, "damped": DampedConfig,
+                  "omd": MirrorDescentConfig}
 
 
 #: A number written the way YAML 1.1 reads as a string (``1e-3``, ``2E5``): PyYAML needs ``1.0e-3``.

@@ -4,7 +4,7 @@ responder, the de-duplicated density query, seeding, resume, config checks."""
 import pytest
 import torch
 
-from dedafp.agents.backward import BackwardBestResponder, _RepeatedRows, action_lattice
+from dedafp.agents.backward import BackwardBestResponder, RepeatedRows, action_lattice
 from dedafp.agents.best_response import BestResponseConfig
 from dedafp.agents.pathwise import PathwisePolicy
 from dedafp.algorithms.responders import make_responder
@@ -50,7 +50,7 @@ def test_repeated_rows_query_the_population_once_per_distinct_state(beach_bar):
             Counting.rows += x.shape[0]
             return population.log_prob(x, t)
 
-    wrapper = _RepeatedRows(Counting())
+    wrapper = RepeatedRows(Counting())
     x = torch.rand(50, 1)
     wrapper.repeats = 7
     blocks = x.repeat_interleave(7, dim=0)

@@ -362,12 +362,14 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
 def _validated_configs():
     from dedafp.agents.average_policy import AveragePolicyConfig
     from dedafp.agents.best_response import BestResponseConfig
+    from dedafp.agents.mirror_descent import MirrorDescentConfig
     from dedafp.config import FictitiousPlayConfig, RunConfig
     from dedafp.envs.beach_bar import BeachBarConfig
     from dedafp.envs.four_rooms import FourRoomsConfig
     from dedafp.envs.lq import lq_preset
     from dedafp.population.flow import FlowConfig
-    return [FictitiousPlayConfig(), AveragePolicyConfig(), BestResponseConfig(), FlowConfig(), RunConfig(),
+    return [FictitiousPlayConfig(), AveragePolicyConfig(), BestResponseConfig(), FlowConfig(), MirrorDescentConfig(),
+            RunConfig(),
             BeachBarConfig(), FourRoomsConfig(), lq_preset("lq1d")]
 
 

@@ -1,9 +1,5 @@
-"""Damped fictitious play (``damped_fp``): its exact references, its weighting, its config, exact resume.
-
-The loop beyond fictitious play that measurement chose (results/omd/): the newest best response's
-share of the average is max(α, 1/k) instead of 1/k. Its exact-parts versions are checked against the
-existing exact solvers, and the deep loop with exact best responses against its own exact curve.
-"""
+"""Online mirror descent (``--algorithm omd``): the lattice policy, the mirror step, its config, its exact
+reference and exact resume."""
 
 import math
 
@@ -12,150 +8,107 @@ import pytest
 import torch
 
 from dedafp import load_config, train
-from dedafp.agents.average_policy import FictitiousPlayBuffer
-from dedafp.algorithms import DampedFictitiousPlay, make_algorithm
-from dedafp.algorithms.damped import damped_weight
+from dedafp.agents.mirror_descent import LatticePolicy, MirrorDescentConfig, MirrorDescentLearner, logit_network
+from dedafp.agents.policy import ZeroPolicy
+from dedafp.algorithms import MirrorDescent, make_algorithm
 from dedafp.envs.beach_bar import BeachBarGame
-from dedafp.envs.lq import lq_preset
-from dedafp.reference import lq
-from dedafp.reference.damped import (
-    DampedConfig,
-    GridDampedFictitiousPlay,
-    damped_weights,
-    exact_damped_fictitious_play,
-)
-from dedafp.reference.grid import GridConfig, GridFictitiousPlay, build_grid
+from dedafp.envs.four_rooms import FourRoomsGame
+from dedafp.envs.lq import LQGame, lq_preset
+from dedafp.population.particles import ParticlePopulation
+from dedafp.rollout import rollout
 from dedafp.run import read_metrics
 
-TINY = ["fp.br_agents=200", "fp.population_agents=2000", "fp.eval_agents=2000", "fp.initial_flow_steps=40",
-        "average_policy.steps=40", "average_policy.hidden=16", "flow.steps=20", "flow.hidden=8",
-        "flow.transforms=1", "flow.mean_samples=512", "fp.measure_best_response=false"]
+#: A small OMD run: the mirror step's samples and regressions and the flow shrunk.
+SMALL = ["fp.population_agents=2000", "fp.initial_flow_steps=100", "flow.steps=100", "flow.hidden=16",
+         "flow.transforms=2", "flow.mean_samples=512", "omd.states=256", "omd.value_steps=60",
+         "omd.policy_steps=300", "omd.hidden=32"]
 
 
-@pytest.fixture(scope="module")
-def beach_grid():
-    return build_grid(BeachBarGame(), GridConfig(cells=40, velocities=11, source_points=4, target_points=4))
+def test_the_lattice_policy_plays_the_softmax_of_its_logits():
+    game = BeachBarGame()
+    lattice = torch.linspace(-2.0, 2.0, 5).unsqueeze(1)
+    net = logit_network(game, 5, 8, 1, seed=0)
+    with torch.no_grad():
+        net[-1].bias.copy_(torch.tensor([0.0, 1.0, 2.0, 0.5, -1.0]))
+    policy = LatticePolicy(net, game, lattice)
+    x = torch.full((20_000, 1), 0.3)
+    p = policy.probabilities(3, x)[0]
+    np.testing.assert_allclose(p.numpy(), torch.softmax(torch.tensor([0.0, 1.0, 2.0, 0.5, -1.0]), 0).numpy(),
+                               rtol=1e-6)
+    mean, std = policy.distribution(3, x[:1])
+    assert float(mean) == pytest.approx(float(p @ lattice[:, 0]), rel=1e-6)
+    assert float(std) == pytest.approx(float((p @ lattice[:, 0] ** 2 - mean[0, 0] ** 2).sqrt()), rel=1e-5)
+    draws = policy.sample(3, x, torch.Generator().manual_seed(0))[:, 0]
+    assert set(draws.unique().tolist()) <= set(lattice[:, 0].tolist())
+    frequencies = torch.stack([(draws == a).float().mean() for a in lattice[:, 0]])
+    se = (p * (1 - p) / x.shape[0]).sqrt()
+    assert bool(((frequencies - p).abs() <= 4 * se).all()), (frequencies, p)
 
 
-# ---- the weights ---------------------------------------------------------------------------------
-
-def test_damped_weights_are_fictitious_play_then_a_constant_step():
-    np.testing.assert_allclose(damped_weights(4, 0.01), [0.25] * 4)
-    np.testing.assert_allclose(damped_weights(3, 0.5), [0.25, 0.25, 0.5])
-    np.testing.assert_allclose(damped_weights(5, 1.0), [0, 0, 0, 0, 1])
-    for k in range(1, 12):
-        w = damped_weights(k, 0.3)
-        assert w.sum() == pytest.approx(1.0, abs=1e-12) and w[-1] == pytest.approx(max(0.3, 1 / k))
-
-
-def test_buffer_default_is_unchanged_and_the_option_draws_the_damped_weights():
-    def filled(**kwargs):
-        buffer = FictitiousPlayBuffer(generator=torch.Generator().manual_seed(3), **kwargs)
-        for j, size in enumerate((50, 400, 120)):
-            buffer.add(torch.zeros(size, dtype=torch.long), torch.full((size, 1), float(j)), torch.zeros(size, 1))
-        return buffer
-
-    # Default: the same draws as fictitious play's uniform weighting, by construction (randint path).
-    plain, reference = filled(), filled()
-    assert plain.weights == pytest.approx([1 / 3] * 3)
-    torch.testing.assert_close(plain.sample(1000)[1], reference.sample(1000)[1])
-    counts = torch.bincount(plain.sample(60_000)[1][:, 0].long(), minlength=3).double() / 60_000
-    torch.testing.assert_close(counts, torch.full((3,), 1 / 3, dtype=torch.float64), atol=0.01, rtol=0)
-    # Damped: iteration j is drawn with its weight (binomial sd of a share at n = 60k: 0.002).
-    damped = filled(newest_weight=0.5)
-    assert damped.weights == pytest.approx([0.25, 0.25, 0.5])
-    counts = torch.bincount(damped.sample(60_000)[1][:, 0].long(), minlength=3).double() / 60_000
-    torch.testing.assert_close(counts, torch.tensor([0.25, 0.25, 0.5], dtype=torch.float64), atol=0.01, rtol=0)
-    # The weights survive a save/load.
-    restored = FictitiousPlayBuffer(newest_weight=0.5)
-    restored.load_state_dict(damped.state_dict())
-    assert restored.weights == damped.weights and restored.newest_weight == 0.5
-    with pytest.raises(ValueError, match="newest_weight"):
-        FictitiousPlayBuffer(newest_weight=0.0)
+@pytest.mark.parametrize(("game", "points"), [(BeachBarGame(), 21), (FourRoomsGame(), 25)])
+def test_the_first_policy_is_uniform_on_the_reference_grids_velocities(game, points):
+    learner = MirrorDescentLearner(game, MirrorDescentConfig(), learning_rate=1.0)
+    assert learner.lattice.shape == (points, game.action_dim)
+    axis = torch.linspace(-game.action_bound, game.action_bound, round(points ** (1 / game.action_dim)))
+    assert torch.allclose(learner.lattice[:, 0].unique(), axis)
+    p = learner.policy.probabilities(0, game.exploring_states(10, torch.Generator().manual_seed(0)))
+    assert torch.allclose(p, torch.full_like(p, 1 / points))
+    assert learner.exploring == 0.5
 
 
-# ---- config --------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.5, math.nan, math.inf, True, "0.5"])
-def test_the_weight_rejects_bad_values(bad):
-    with pytest.raises(ValueError, match="damped.weight"):
-        DampedConfig(weight=bad)
-    if not isinstance(bad, str):        # (a --set value is parsed as YAML: '0.5' is the number there)
-        with pytest.raises(ValueError, match="damped.weight"):
-            load_config("lq1d", overrides=[f"damped.weight={bad}"])
+def test_without_an_exploring_law_the_states_come_from_the_population():
+    learner = MirrorDescentLearner(LQGame(lq_preset("lq1d")), MirrorDescentConfig(), learning_rate=1.0)
+    assert learner.exploring == 0.0
+    assert learner.lattice.shape == (11, 1)
+    with pytest.raises(ValueError, match="exploring"):
+        MirrorDescentLearner(LQGame(lq_preset("lq1d")), MirrorDescentConfig(exploring=0.5), learning_rate=1.0)
 
 
-def test_the_weight_resolves_to_the_measured_choice_or_warns():
-    assert damped_weight(load_config("lq2d")) == 1.0
-    assert damped_weight(load_config("beach_bar")) == 0.25
-    assert damped_weight(load_config("beach_bar", overrides=["damped.weight=0.7"])) == 0.7
-    with pytest.warns(UserWarning, match="no weight was measured for 'four_rooms'"):
-        damped_weight(load_config("four_rooms"))
+def test_the_mirror_step_improves_the_policy_against_a_frozen_population():
+    """Policy improvement: π^1 ∝ exp(η Q^{π^0}) earns more than the uniform π^0 against the same μ (paired noise)."""
+    game = BeachBarGame()
+    spread = game.exploring_states(500, torch.Generator().manual_seed(0))     # the beach bar's moves read no μ
+    placeholder = game.bind(ParticlePopulation(spread.expand(game.horizon + 1, -1, -1)))
+    zero = rollout(game, ZeroPolicy(game), 2000, placeholder, generator=torch.Generator().manual_seed(0),
+                   rewards=False)
+    population = ParticlePopulation(zero.states)
+    field = game.bind(population)
+    config = MirrorDescentConfig(states=256, value_steps=60, policy_steps=300, hidden=32)
+    learner = MirrorDescentLearner(game, config, learning_rate=10.0, seed=0)
+    before = learner.policy
+    metrics = learner.update(population)
+    assert metrics["omd/greedy_gap"] > 0 and metrics["omd/logit_error"] < 0.2
+
+    def returns(policy):
+        return rollout(game, policy, 2000, field, generator=torch.Generator().manual_seed(1)).returns
+
+    gain = returns(learner.policy) - returns(before)
+    assert float(gain.mean()) > 5 * float(gain.std() / gain.numel() ** 0.5), float(gain.mean())
+    assert learner.calls == 1
 
 
-# ---- exact references ----------------------------------------------------------------------------
-
-def test_exact_damped_lq_is_fictitious_play_for_a_small_weight_and_geometric_at_one():
-    config = lq_preset("lq2d")
-    fp = lq.exact_fictitious_play(config, 12).exploitability
-    np.testing.assert_allclose(exact_damped_fictitious_play(config, 12, 0.05).exploitability, fp, rtol=1e-10)
-    fixed_point = exact_damped_fictitious_play(config, 10, 1.0).exploitability
-    # Measured: 0.613, 0.198, ..., 6.6e-3 at k = 5, 2e-5 at k = 10 (fictitious play: 0.370, 0.258).
-    assert fixed_point[5] < 0.01 and fixed_point[10] < 1e-3 < fp[10]
-    assert np.all(np.diff(fixed_point[1:]) < 0)
-
-
-def test_exact_damped_grid_mixes_flows_and_reproduces_fictitious_play_after_its_first_step(beach_grid):
-    damped = GridDampedFictitiousPlay(beach_grid, 0.3)
-    best_masses = []
-    for _ in range(6):
-        best = beach_grid.one_hot(damped._current().best_response)
-        best_masses.append(beach_grid.forward(best))
-        damped.iteration()
-    # The average's flow is the damped mixture of the best responses' flows (occupancy weighting).
-    mixture = np.einsum("j,jts->ts", damped_weights(6, 0.3), np.stack(best_masses))
-    np.testing.assert_allclose(damped.mass, mixture, atol=1e-10)
-    np.testing.assert_allclose(damped.mass.sum(1), 1.0, atol=1e-10)
-    # Fixed point cycles on the crowd-averse beach bar; a damped step converges (measured at 100 cells:
-    # alpha = 1 -> 12.1 at k = 20, alpha = 0.2 -> 0.016, fictitious play 0.19).
-    fixed = GridDampedFictitiousPlay(beach_grid, 1.0)
-    slow = GridDampedFictitiousPlay(beach_grid, 0.2)
-    fp = GridFictitiousPlay(beach_grid)
-    for _ in range(20):
-        e_fixed, e_slow, e_fp = (s.iteration().exploitability for s in (fixed, slow, fp))
-    assert e_slow < 0.5 * e_fp and e_fixed > 10 * e_slow
+@pytest.mark.parametrize(("assignment", "field"), [("omd.learning_rate=0", "omd.learning_rate"),
+                                                   ("omd.learning_rate=-1", "omd.learning_rate"),
+                                                   ("omd.learning_rate=.nan", "omd.learning_rate"),
+                                                   ("omd.actions=1", "omd.actions"),
+                                                   ("omd.exploring=1.5", "omd.exploring"),
+                                                   ("omd.logit_floor=0", "omd.logit_floor"),
+                                                   ("omd.states=abc", "omd.states")])
+def test_its_fields_reject_bad_values_naming_them(assignment, field):
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+        load_config("beach_bar", overrides=[assignment], algorithm="omd")
 
 
-# ---- the deep loop -------------------------------------------------------------------------------
-
-def test_with_exact_best_responses_the_loop_follows_its_exact_curve_on_lq(tmp_path):
-    """Riccati best responses against the flow's mean, cloned average, flow, α = 1 (fixed point).
-
-    The stored best responses' damped mixture (``theory/mixture_exploitability``) is the loop's outer
-    iterate with the clone taken out: it follows the exact curve within 0.01 + 10% (measured, seed 0:
-    gaps 0.007, 0.007, 0.003, 0.0002 at k = 1..4; Monte Carlo s.e. 3e-4). The cloned average adds the
-    behavioural-cloning error of this small budget (``theory/bc_error`` 0.06-0.08 measured; bound 0.15).
-    """
-    config = load_config("lq1d", overrides=[*TINY, "best_response.algorithm=riccati", "fp.iterations=4",
-                                            "damped.weight=1", "fp.br_agents=500", "fp.population_agents=5000",
-                                            "fp.eval_agents=20000", "fp.initial_flow_steps=300",
-                                            "average_policy.steps=300", "average_policy.hidden=32",
-                                            "flow.steps=100", "flow.hidden=16", "flow.transforms=2",
-                                            "flow.mean_samples=4096"], algorithm="damped_fp")
-    rows = read_metrics(train(config, tmp_path / "run").path)
-    exact = exact_damped_fictitious_play(lq_preset("lq1d"), 4, 1.0).exploitability
-    np.testing.assert_allclose([float(r["reference/exact_damped_exploitability"]) for r in rows], exact, rtol=1e-9)
-    mixture = np.array([float(r["theory/mixture_exploitability"]) for r in rows[1:]])
-    assert np.all(np.abs(mixture - exact[1:]) <= 0.01 + 0.1 * exact[1:]), (mixture, exact)
-    deep = np.array([float(r["fp/exploitability"]) for r in rows[1:]])
-    assert np.all(deep - exact[1:] <= 0.15), (deep, exact)
-    assert deep[-1] < 0.5 * exact[1]          # the fixed point moved the cloned average too (0.57 -> 0.08)
-    assert [float(r["damped/newest_weight"]) for r in rows[1:]] == [1.0] * 4
+def test_an_unmeasured_game_warns_and_falls_back():
+    from dedafp.algorithms.mirror_descent import FALLBACK_LEARNING_RATE, mirror_learning_rate
+    with pytest.warns(UserWarning, match="omd.learning_rate"):
+        assert mirror_learning_rate(load_config("lq1d", algorithm="omd")) == FALLBACK_LEARNING_RATE
+    assert mirror_learning_rate(load_config("lq1d", overrides=["omd.learning_rate=3"], algorithm="omd")) == 3.0
 
 
 def test_resume_is_exact(tmp_path):
-    config = load_config("lq1d", overrides=[*TINY, "best_response.algorithm=riccati", "fp.iterations=2",
-                                            "damped.weight=0.4"], algorithm="damped_fp")
+    config = load_config("lq1d", overrides=[*SMALL, "fp.iterations=2", "fp.eval_agents=2000",
+                                            "omd.learning_rate=0.5"], algorithm="omd")
     train(config, tmp_path / "run")
     resumed = read_metrics(train(config.with_overrides(["fp.iterations=3"]), tmp_path / "run", resume=True).path)
     straight = read_metrics(train(config.with_overrides(["fp.iterations=3"]), tmp_path / "straight").path)
@@ -164,40 +117,16 @@ def test_resume_is_exact(tmp_path):
         for key in a:
             if not key.startswith("time/"):
                 assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9, nan_ok=True), key
-    assert float(resumed[-1]["damped/newest_weight"]) == pytest.approx(0.4)
+    assert all(math.isfinite(float(r["omd/greedy_gap"])) for r in resumed[1:])
 
 
-def test_the_evaluator_sees_the_damped_mixture():
-    loop = make_algorithm(load_config("lq1d", overrides=[*TINY, "best_response.algorithm=riccati",
-                                                         "damped.weight=0.5"], algorithm="damped_fp"))
-    assert isinstance(loop, DampedFictitiousPlay)
-    for _ in range(3):
-        loop.iteration()
-    members = loop._weighted_members(loop.best_responses)
-    shares = [sum(m is b for m in members) / len(members) for b in loop.best_responses]
-    np.testing.assert_allclose(shares, [0.25, 0.25, 0.5])
-    assert members[-1] is loop.best_responses[-1]
-
-
-@pytest.mark.parametrize("game", ["lq1d", "lq2d", "beach_bar"])
-def test_the_measured_weight_is_the_exact_sweeps_best_at_k20(game):
-    """``MEASURED_WEIGHTS`` is what the exact-parts sweep (results/omd/exact_sweep.md) picks at k = 20."""
-    from dedafp.algorithms.damped import MEASURED_WEIGHTS
-    from dedafp.algorithms.damped_report import exact_sweep
-    curves = exact_sweep(game, 20)
-    damped = {float(name.split("=")[1]): curve[20] for name, curve in curves.items() if name.startswith("damped")}
-    assert min(damped, key=damped.get) == MEASURED_WEIGHTS[game]
-    assert damped[MEASURED_WEIGHTS[game]] < 0.1 * curves["fp"][20]
-
-
-def test_a_learned_best_response_is_measured_against_the_exact_one_at_every_iteration(tmp_path):
-    """The exact curve and the exact responder are kept apart (one attribute once served both: no
-    br/shortfall at k = 1, a crash at k = 2)."""
-    config = load_config("lq1d", overrides=[*TINY, "best_response.pathwise_steps=5",
-                                            "best_response.pathwise_warm_steps=5", "best_response.pathwise_agents=64",
-                                            "fp.iterations=2", "damped.weight=0.5", "fp.measure_best_response=true"],
-                         algorithm="damped_fp")
-    rows = read_metrics(train(config, tmp_path / "run").path)
-    assert config.best_response.algorithm == "pathwise"
-    assert all(math.isfinite(float(r["br/shortfall"])) for r in rows[1:])
-    assert all(math.isfinite(float(r["reference/exact_damped_exploitability"])) for r in rows)
+def test_the_loop_reports_its_exact_parts_curve_on_the_grid():
+    """``reference/exact_omd_exploitability`` is the grid's own mirror descent with the run's η."""
+    from dedafp.reference.grid_solvers import GridMirrorDescent
+    loop = make_algorithm(load_config("beach_bar", overrides=[*SMALL, "fp.iterations=1"], algorithm="omd"))
+    assert isinstance(loop, MirrorDescent) and loop.learning_rate == 30.0
+    record = loop.iteration()
+    solver = GridMirrorDescent(loop.evaluator.grid, 30.0)
+    solver.evaluate()
+    assert record.metrics["reference/exact_omd_exploitability"] == pytest.approx(solver.iteration().exploitability)
+    assert math.isfinite(record.metrics["fp/grid_exploitability"])

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, final
 
 import torch
@@ -56,7 +57,8 @@ from dedafp.population.grid_cache import reward_table
 if TYPE_CHECKING:
     from dedafp.agents.best_response import BestResponseConfig
 
-__all__ = ["BackwardBestResponder", "action_lattice"]
+__all__ = ["BackwardBestResponder", "action_lattice", "lattice_q_values", "fit_value", "value_network",
+           "ValueFunction", "RepeatedRows"]
 
 
 def action_lattice(action_dim: int, points: int, center: Tensor, half_width: float | Tensor) -> Tensor:
@@ -67,7 +69,7 @@ def action_lattice(action_dim: int, points: int, center: Tensor, half_width: flo
     return center + offsets * half_width
 
 
-def _value_network(game: MeanFieldGame, hidden: int, layers: int, seed: int) -> nn.Sequential:
+def value_network(game: MeanFieldGame, hidden: int, layers: int, seed: int) -> nn.Sequential:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         sizes = [game.obs_dim] + [hidden] * layers
@@ -78,7 +80,7 @@ def _value_network(game: MeanFieldGame, hidden: int, layers: int, seed: int) -> 
 
 
 @final
-class _Value:
+class ValueFunction:
     """``V_t(x) = scale · net(obs) + shift``: the regressed value of one time step, targets standardised."""
 
     def __init__(self, net: nn.Module, game: MeanFieldGame, t: int, shift: float, scale: float) -> None:
@@ -89,7 +91,7 @@ class _Value:
         return self.net(self.game.observation(self.t, x)).squeeze(1) * self.scale + self.shift
 
 
-class _RepeatedRows(PopulationModel):
+class RepeatedRows(PopulationModel):
     """A population whose ``log_prob`` answers a batch of states repeated in blocks once per distinct state.
 
     The lattice repeats every sampled state once per candidate action; a density reward then asks
@@ -123,6 +125,54 @@ class _RepeatedRows(PopulationModel):
     @property
     def device(self) -> torch.device:
         return self.population.device
+
+
+def lattice_q_values(game: MeanFieldGame, t: int, x: Tensor, actions: Tensor, field: Any, population: RepeatedRows,
+                     next_value: Callable[[Tensor], Tensor], noise: Tensor) -> Tensor:
+    """``[n, K]`` Q-values ``r_t(x, a) + mean V_{t+1}(step(t, x, a, ±ξ))`` of states ``x`` ``[n, d]`` for
+    per-state candidates ``actions`` ``[n, K, m]``.
+
+    ``noise`` is ``[pairs, n, d]``; each pair is played as +ξ and -ξ, the same for every candidate of a
+    state. ``population`` is the one ``field`` reads, so a density reward is queried once per state.
+    """
+    n, k, _ = actions.shape
+    xs = x.repeat_interleave(k, dim=0)
+    flat = actions.reshape(n * k, -1)
+    population.repeats = k
+    reward = game.reward(t, xs, flat, field)
+    population.repeats = 1
+    total = torch.zeros(n * k, device=x.device)
+    for xi in noise:                                       # [n, d] each: +ξ and -ξ, shared by a state's candidates
+        for sign in (1.0, -1.0):
+            draw = (sign * xi).repeat_interleave(k, dim=0)
+            total = total + next_value(game.step(t, xs, flat, field, draw))
+    return (reward + total / (2 * noise.shape[0])).reshape(n, k)
+
+
+def fit_value(game: MeanFieldGame, t: int, x: Tensor, target: Tensor, warm: nn.Module | None, seed: int,
+              generator: torch.Generator, *, hidden: int, layers: int, lr: float, steps: int,
+              batch_size: int) -> tuple[ValueFunction, float]:
+    """``V_t`` regressed on ``target`` ``[n]`` at states ``x`` (standardised targets, Adam decayed linearly to 0,
+    warm-started from a copy of ``warm``); returns it and the relative mean squared error of the fit."""
+    net = copy.deepcopy(warm) if warm is not None else value_network(game, hidden, layers, seed)
+    net = net.to(x.device).train().requires_grad_(True)
+    shift, scale = float(target.mean()), float(target.std().clamp_min(1e-6))
+    y = (target - shift) / scale
+    obs = game.observation(t, x)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    batch = min(batch_size, x.shape[0])
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * (1.0 - step / steps)
+        index = torch.randint(x.shape[0], (batch,), generator=generator, device=x.device)
+        loss = (net(obs[index]).squeeze(1) - y[index]).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    net.eval().requires_grad_(False)
+    with torch.no_grad():
+        error = float((net(obs).squeeze(1) - y).pow(2).mean())
+    return ValueFunction(net, game, t, shift, scale), error
 
 
 class BackwardBestResponder(BestResponder):
@@ -166,7 +216,7 @@ class BackwardBestResponder(BestResponder):
         self.calls = 0
         self.fit_errors: list[float] = []
         self.policy_error = math.nan
-        self.values: dict[int, _Value] = {}
+        self.values: dict[int, ValueFunction] = {}
 
     def _states(self, t: int, population: PopulationModel, generator: torch.Generator) -> Tensor:
         c, game = self.config, self.game
@@ -179,27 +229,11 @@ class BackwardBestResponder(BestResponder):
             parts.append(game.exploring_states(n_explore, generator, self.device))
         return torch.cat(parts).float()
 
-    def _q_values(self, t: int, x: Tensor, actions: Tensor, field: Any, population: _RepeatedRows,
+    def _q_values(self, t: int, x: Tensor, actions: Tensor, field: Any, population: RepeatedRows,
                   next_value: Any, noise: Tensor) -> Tensor:
-        """``[n, K]`` Q-values of states ``x`` ``[n, d]`` for per-state candidates ``actions`` ``[n, K, m]``.
+        return lattice_q_values(self.game, t, x, actions, field, population, next_value, noise)
 
-        ``noise`` is ``[pairs, n, d]``; each pair is played as +ξ and -ξ.
-        """
-        game = self.game
-        n, k, _ = actions.shape
-        xs = x.repeat_interleave(k, dim=0)
-        flat = actions.reshape(n * k, -1)
-        population.repeats = k
-        reward = game.reward(t, xs, flat, field)
-        population.repeats = 1
-        total = torch.zeros(n * k, device=self.device)
-        for xi in noise:                                       # [n, d] each: +ξ and -ξ, shared by a state's candidates
-            for sign in (1.0, -1.0):
-                draw = (sign * xi).repeat_interleave(k, dim=0)
-                total = total + next_value(game.step(t, xs, flat, field, draw))
-        return (reward + total / (2 * noise.shape[0])).reshape(n, k)
-
-    def _best_actions(self, t: int, x: Tensor, field: Any, population: _RepeatedRows, next_value: Any,
+    def _best_actions(self, t: int, x: Tensor, field: Any, population: RepeatedRows, next_value: Any,
                       generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Best lattice action ``[n, m]`` and its Q-value ``[n]`` at every state, lattice refined."""
         c, game = self.config, self.game
@@ -229,27 +263,10 @@ class BackwardBestResponder(BestResponder):
         return best_a, best_q
 
     def _fit_value(self, t: int, x: Tensor, target: Tensor, warm: nn.Module | None, seed: int,
-                   generator: torch.Generator) -> tuple[_Value, float]:
+                   generator: torch.Generator) -> tuple[ValueFunction, float]:
         c = self.config
-        net = copy.deepcopy(warm) if warm is not None else _value_network(self.game, c.backward_hidden, c.layers, seed)
-        net = net.to(self.device).train().requires_grad_(True)
-        shift, scale = float(target.mean()), float(target.std().clamp_min(1e-6))
-        y = (target - shift) / scale
-        obs = self.game.observation(t, x)
-        optimizer = torch.optim.Adam(net.parameters(), lr=c.backward_lr)
-        batch = min(c.batch_size, x.shape[0])
-        for step in range(c.backward_fit_steps):
-            for group in optimizer.param_groups:
-                group["lr"] = c.backward_lr * (1.0 - step / c.backward_fit_steps)
-            index = torch.randint(x.shape[0], (batch,), generator=generator, device=self.device)
-            loss = (net(obs[index]).squeeze(1) - y[index]).pow(2).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        net.eval().requires_grad_(False)
-        with torch.no_grad():
-            error = float((net(obs).squeeze(1) - y).pow(2).mean())
-        return _Value(net, self.game, t, shift, scale), error
+        return fit_value(self.game, t, x, target, warm, seed, generator, hidden=c.backward_hidden, layers=c.layers,
+                         lr=c.backward_lr, steps=c.backward_fit_steps, batch_size=c.batch_size)
 
     def _train_policy(self, optimizer: torch.optim.Optimizer, obs: Tensor, target: Tensor, steps: int,
                       lr: float, generator: torch.Generator) -> None:
@@ -293,7 +310,7 @@ class BackwardBestResponder(BestResponder):
         c, game = self.config, self.game
         seed = self.seed + 1000 * self.calls
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        repeated = _RepeatedRows(self._density_table(population))
+        repeated = RepeatedRows(self._density_table(population))
         field = game.bind(repeated)
         if self.net is None or not c.warm_start:
             self.net = policy_network(game, c.hidden, c.layers, seed).to(self.device)

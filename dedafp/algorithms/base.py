@@ -54,6 +54,13 @@ class Algorithm(abc.ABC):
 
     #: The registered name (set by :func:`register_algorithm`).
     name: str = ""
+    #: Training metrics the progress table shows after the game's own columns.
+    progress_columns: tuple[str, ...] = ("flow/nll", "time/iteration")
+
+    @classmethod
+    def describe(cls, config: RunConfig) -> str:
+        """The parts ``config`` gives this algorithm, in a few words (the progress table's header)."""
+        return f"best response {config.best_response.algorithm}, flow {config.flow.backend}"
 
     def __init__(self, config: RunConfig, game: MeanFieldGame | None = None) -> None:
         self.config = config

@@ -33,6 +33,10 @@ class KernelDensityFictitiousPlay(FictitiousPlay):
 
     tabulate_rewards = False
 
+    @classmethod
+    def describe(cls, config: RunConfig) -> str:
+        return f"best response {config.best_response.algorithm}, KDE {config.fp.kde_bandwidth}"
+
     def __init__(self, config: RunConfig, game: MeanFieldGame | None = None) -> None:
         super().__init__(config, game)
         if self.game.domain.kind == "periodic":

@@ -1,9 +1,10 @@
-"""The damped fictitious play study of ``results/omd/``: exact-parts sweeps, the table and the figure.
+"""The study of ``results/omd/`` (damped fictitious play, online mirror descent): sweeps, table, figure.
 
 * :func:`exact_sweep`: exploitability against iteration of damped fictitious play with exact parts for
   a list of weights α (LQ: :func:`~dedafp.reference.damped.exact_damped_fictitious_play`; a density
   game: :class:`~dedafp.reference.damped.GridDampedFictitiousPlay` on its default grid), beside exact
-  fictitious play and, on a grid, online mirror descent. This is what chose each game's α.
+  fictitious play and, on a grid, online mirror descent for a list of learning rates η. This is what chose
+  each game's α, and the candidates for its η.
 * :func:`write_report`: from run folders (deep parts), the table (mean ± sd over seeds at given k,
   seconds per iteration) and the figure (exploitability against iteration and against wall-clock,
   every algorithm, the exact-parts curves dashed).
@@ -33,15 +34,17 @@ __all__ = ["exact_sweep", "write_sweep", "write_report", "main"]
 
 #: Weights of the exact sweep (α = 1: fixed point).
 SWEEP_WEIGHTS = (0.1, 0.2, 0.25, 0.3, 0.5, 0.7, 1.0)
-#: Online mirror descent's learning rate per grid game: the one its cached reference (results/reference/) used.
-OMD_LEARNING_RATES = {"beach_bar": 10.0, "four_rooms": 1.0}
+#: Online mirror descent's learning rates swept per grid game (the grid's own reference, results/reference/, used
+#: 10 on the beach bar and 1 on four-rooms).
+OMD_LEARNING_RATES = {"beach_bar": (3.0, 10.0, 30.0, 100.0, 300.0), "four_rooms": (0.03, 0.1, 0.3, 1.0)}
 #: The metric each kind of game is scored by.
 _METRIC = {"lq": "fp/exploitability", "grid": "fp/grid_exploitability"}
 
 
 def exact_sweep(game: str, iterations: int = 20, weights: Sequence[float] = SWEEP_WEIGHTS,
-                omd_learning_rate: float | None = None) -> dict[str, list[float]]:
-    """Exact-parts exploitability ``[iterations + 1]`` per method: ``fp``, ``damped α=...`` (and ``omd`` on a grid)."""
+                learning_rates: Sequence[float] | None = None) -> dict[str, list[float]]:
+    """Exact-parts exploitability ``[iterations + 1]`` per method: ``fp``, ``damped α=...`` and, on a grid,
+    ``omd η=...`` for ``learning_rates`` (default :data:`OMD_LEARNING_RATES` of the game)."""
     from dedafp.reference.damped import GridDampedFictitiousPlay, exact_damped_fictitious_play
     curves: dict[str, list[float]] = {}
     if game in ("lq1d", "lq2d"):
@@ -55,8 +58,9 @@ def exact_sweep(game: str, iterations: int = 20, weights: Sequence[float] = SWEE
     from dedafp.envs.registry import make_game
     from dedafp.reference.grid import GridFictitiousPlay, GridMirrorDescent, build_grid, default_grid_config
     grid = build_grid(make_game(game), default_grid_config(game))
-    rate = OMD_LEARNING_RATES.get(game, 1.0) if omd_learning_rate is None else omd_learning_rate
-    solvers = {"fp": GridFictitiousPlay(grid), "omd": GridMirrorDescent(grid, rate)}
+    rates = OMD_LEARNING_RATES.get(game, (1.0,)) if learning_rates is None else learning_rates
+    solvers = {"fp": GridFictitiousPlay(grid)}
+    solvers.update({f"omd η={rate:g}": GridMirrorDescent(grid, rate) for rate in rates})
     solvers.update({f"damped α={w:g}": GridDampedFictitiousPlay(grid, w) for w in weights})
     for name, solver in solvers.items():
         curves[name] = [solver.evaluate().exploitability] + [solver.iteration().exploitability
@@ -130,8 +134,9 @@ def write_report(out: Path, specs: Sequence[str], at: Sequence[int] = (4, 10, 20
             color = f"C{index}"
             data = [_read(r) for r in runs]
             metric = _METRIC["grid"] if "fp/grid_exploitability" in data[0][0] else _METRIC["lq"]
-            exact_key = ("reference/exact_damped_exploitability" if "reference/exact_damped_exploitability"
-                         in data[0][0] else "reference/exact_fp_exploitability")
+            exact_key = next((key for key in ("reference/exact_damped_exploitability",
+                                              "reference/exact_omd_exploitability") if key in data[0][0]),
+                             "reference/exact_fp_exploitability")
             values, exact, seconds = {}, {}, []
             lowest = min(lowest, *(v for rows in data for v in _curve(rows, metric)[1]))
             for i, rows in enumerate(data):
@@ -145,7 +150,7 @@ def write_report(out: Path, specs: Sequence[str], at: Sequence[int] = (4, 10, 20
                     ke, ve, we = _curve(rows, exact_key)
                     if ke.size == 0:        # a grid game's evaluator has no exact FP curve: solve it here
                         ke = np.arange(int(k.max()) + 1)
-                        ve = np.array(exact_sweep(game, int(k.max()), weights=())["fp"])
+                        ve = np.array(exact_sweep(game, int(k.max()), weights=(), learning_rates=())["fp"])
                     exact = dict(zip(ke.astype(int).tolist(), ve.tolist(), strict=True))
                     axes[row, 0].plot(ke, ve, color=color, ls="--", alpha=0.8, label=f"{label}, exact parts")
             cells = []

@@ -60,6 +60,7 @@ class FictitiousPlay(Algorithm):
 
     #: Whether best responses read a table of the population (``fp.reward_density_nodes``) or the model.
     tabulate_rewards = True
+    progress_columns = ("br/return", "br/gain", "br/shortfall", "bc/nll", "flow/nll", "time/iteration")
 
     def __init__(self, config: RunConfig, game: MeanFieldGame | None = None) -> None:
         super().__init__(config, game)

@@ -1,0 +1,287 @@
+"""The parts of online mirror descent on continuous states: a softmax policy over an action lattice
+whose logits accumulate the Q-functions of the policies played, and the policy evaluation that feeds it.
+
+Online mirror descent (Pérolat, Perrin, Elie, Laurière, Piliouras, Geist, Tuyls and Pietquin,
+*Scaling up mean field games with online mirror descent*, AAMAS 2022) plays
+``π^k(a | t, x) ∝ exp(y^k(t, x, a))`` with ``y^k = y^{k-1} + η Q^{π^{k-1}, μ^{k-1}}``: every iteration
+evaluates the current policy against its own population and adds its Q-function to the logits. The
+deep version (D-MOMD, Laurière, Perrin, Girgin, Muller, Jain, Cabannes, Piliouras, Pérolat, Élie,
+Pietquin and Geist, *Scalable deep reinforcement learning algorithms for mean field games*, ICML 2022)
+regresses the accumulated logits with a network, for discrete actions. Here the actions are a lattice
+of the continuous action box (by default the reference grid's velocities), and the Q-function comes from
+neural backward policy evaluation through the simulated game, as in :mod:`dedafp.agents.backward`:
+
+    for t = T-1, ..., 0:
+        x_i    ~ a mix of μ_t and the game's exploring law
+        Q_t(x_i, a_j) = r_t(x_i, a_j) + mean V_{t+1}(step(t, x_i, a_j, ±ξ))       (antithetic noise)
+        V_t    <- regressed on Σ_j π(a_j | t, x_i) Q_t(x_i, a_j)    (an expectation, not a max: no overshoot)
+        target  y(t, x_i) + η (Q_t(x_i, ·) - V_t(x_i)),  shifted to max 0 and floored at -logit_floor
+    y <- the logit network, warm-started, regressed on every target
+
+Shifting a state's logits changes nothing (the softmax is invariant); the floor drops actions whose
+probability is below e^{-logit_floor} anyway and keeps the regression targets bounded as k grows.
+
+Usage::
+
+    learner = MirrorDescentLearner(game, MirrorDescentConfig(), learning_rate=30.0, device="cpu", seed=0)
+    metrics = learner.update(population)       # one mirror step against the frozen population
+    learner.policy.sample(t=0, x=x)            # actions of π^k (lattice points)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, final
+
+import torch
+from torch import Tensor, nn
+
+from dedafp.agents.backward import RepeatedRows, action_lattice, fit_value, lattice_q_values
+from dedafp.common.validation import Rule, validated
+from dedafp.envs.base import MeanFieldGame
+from dedafp.population.base import PopulationModel
+
+__all__ = ["MirrorDescentConfig", "LatticePolicy", "MirrorDescentLearner", "logit_network", "default_lattice_points"]
+
+
+@dataclass(frozen=True)
+@validated("omd")
+class MirrorDescentConfig:
+    """Online mirror descent (config section ``omd``, :mod:`dedafp.algorithms.mirror_descent`).
+
+    Attributes:
+        learning_rate: η > 0, the weight of each iteration's Q-function in the logits. Large: close to
+            policy iteration; small: slow. None (default): the game's measured choice
+            (:data:`dedafp.algorithms.mirror_descent.MEASURED_LEARNING_RATES`), else 1 with a warning.
+        actions: lattice points per action coordinate (>= 2); None (default): the game's reference grid
+            velocities where it declares a grid (0 is on the lattice), else 11.
+        states: states sampled per time step for the policy evaluation (>= 16).
+        exploring: share of them drawn from the game's exploring law, the rest from μ_t ([0, 1]; > 0 needs
+            the game's ``exploring_states``). None (default): 0.5 where the game has an exploring law, else 0.
+        noise: noise draws per (state, action) in the Q-value's expectation, in antithetic pairs (>= 2).
+        hidden: width of the value and logit networks (>= 1).
+        layers: hidden layers of both (>= 1).
+        value_steps: Adam steps of each time step's value regression (>= 1).
+        policy_steps: Adam steps of the logit regression per iteration (>= 1).
+        lr: Adam learning rate of both regressions, decayed linearly to 0 (> 0).
+        batch_size: minibatch size of both regressions (>= 1).
+        logit_floor: logits below the state's maximum by more than this are floored there (> 0).
+        chunk: (state, action) rows scored per batched call, a memory bound (>= 1).
+    """
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "learning_rate": "> 0", "actions": ">= 2", "states": ">= 16", "exploring": "[0, 1]", "noise": ">= 2",
+        "hidden": ">= 1", "layers": ">= 1", "value_steps": ">= 1", "policy_steps": ">= 1", "lr": "> 0",
+        "batch_size": ">= 1", "logit_floor": "> 0", "chunk": ">= 1"}
+
+    learning_rate: float | None = None
+    actions: int | None = None
+    states: int = 2048
+    exploring: float | None = None
+    noise: int = 4
+    hidden: int = 128
+    layers: int = 2
+    value_steps: int = 300
+    policy_steps: int = 2000
+    lr: float = 3e-3
+    batch_size: int = 512
+    logit_floor: float = 20.0
+    chunk: int = 200_000
+
+
+def logit_network(game: MeanFieldGame, outputs: int, hidden: int, layers: int, seed: int) -> nn.Sequential:
+    """An MLP ``obs_dim -> hidden (x layers, SiLU) -> outputs`` whose last layer starts at zero (uniform
+    softmax), initialised from ``seed`` without touching the global torch RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        sizes = [game.obs_dim] + [hidden] * layers
+        modules: list[nn.Module] = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+            modules += [nn.Linear(n_in, n_out), nn.SiLU()]
+        last = nn.Linear(sizes[-1], outputs)
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.zero_()
+        return nn.Sequential(*modules, last)
+
+
+@final
+class LatticePolicy:
+    """``π(a_j | t, x) = softmax_j net(game.observation(t, x))_j`` over the lattice ``[K, m]`` of actions.
+
+    Played by sampling a lattice point; :meth:`distribution` gives its per-coordinate mean and standard
+    deviation (the deterministic action is the mean). Plain torch, so it pickles with a checkpoint.
+    """
+
+    def __init__(self, net: nn.Module, game: MeanFieldGame, lattice: Tensor) -> None:
+        self.net, self.game, self.lattice = net, game, lattice
+        self.action_bound = game.action_bound
+
+    @torch.no_grad()
+    def logits(self, t: int | Tensor, x: Tensor) -> Tensor:
+        """``[n, K]`` logits at time ``t`` for states ``x`` ``[n, d]``."""
+        return self.net(self.game.observation(t, x).to(self.lattice.device)).to(x.device)
+
+    def probabilities(self, t: int | Tensor, x: Tensor) -> Tensor:
+        """``[n, K]`` action probabilities."""
+        return torch.softmax(self.logits(t, x), dim=1)
+
+    def distribution(self, t: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-coordinate mean and standard deviation ``[n, m]`` of the lattice action."""
+        p = self.probabilities(t, x)
+        lattice = self.lattice.to(x.device)
+        mean = p @ lattice
+        var = p @ lattice.pow(2) - mean.pow(2)
+        return mean, var.clamp_min(0.0).sqrt()
+
+    def sample(self, t: int, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Lattice actions ``[n, m]`` drawn from π(· | t, x)."""
+        index = torch.multinomial(self.probabilities(t, x), 1, generator=generator).squeeze(1)
+        return self.lattice.to(x.device)[index]
+
+
+def _exploring_share(game: MeanFieldGame, exploring: float | None) -> float:
+    """``exploring``, checked against the game's exploring law; None: 0.5 where the game has one, else 0."""
+    from dedafp.agents.pathwise import check_exploring_law
+    if exploring is not None:
+        check_exploring_law(game, exploring)
+        return exploring
+    try:
+        game.exploring_states(1, torch.Generator().manual_seed(0))
+    except NotImplementedError:
+        return 0.0
+    return 0.5
+
+
+def default_lattice_points(game: MeanFieldGame, actions: int | None) -> int:
+    """``actions``, else the game's reference grid velocities (``GameSpec.grid``), else 11."""
+    if actions is not None:
+        return actions
+    from dedafp.envs.registry import spec_of
+    spec = spec_of(game)
+    grid = None if spec is None else spec.grid
+    return int(grid["velocities"]) if grid and "velocities" in grid else 11
+
+
+class MirrorDescentLearner:
+    """The mirror step: evaluates the current :class:`LatticePolicy` against a frozen population and adds
+    ``η Q`` to its logits (see the module docstring). Each call's samples come from ``seed + 1000 · calls``.
+
+    Attributes:
+        policy: the current policy π^k (uniform before the first call).
+        calls: completed calls.
+    """
+
+    def __init__(self, game: MeanFieldGame, config: MirrorDescentConfig, learning_rate: float,
+                 device: torch.device | str = "cpu", seed: int = 0) -> None:
+        self.exploring = _exploring_share(game, config.exploring)
+        if not (math.isfinite(learning_rate) and learning_rate > 0):
+            raise ValueError(f"omd.learning_rate must be a finite number > 0, got {learning_rate!r}")
+        self.game, self.config, self.learning_rate = game, config, float(learning_rate)
+        self.device, self.seed = torch.device(device), seed
+        points = default_lattice_points(game, config.actions)
+        center = torch.zeros(1, game.action_dim, device=self.device)
+        self.lattice = action_lattice(game.action_dim, points, center, game.action_bound)
+        net = logit_network(game, self.lattice.shape[0], config.hidden, config.layers, seed).to(self.device)
+        self.policy = LatticePolicy(net.eval().requires_grad_(False), game, self.lattice)
+        self.calls = 0
+
+    def _states(self, t: int, population: PopulationModel, generator: torch.Generator) -> Tensor:
+        n = self.config.states
+        n_explore = round(self.exploring * n)
+        parts = []
+        if n - n_explore:
+            parts.append(population.sample(t, n - n_explore, generator=generator).to(self.device))
+        if n_explore:
+            parts.append(self.game.exploring_states(n_explore, generator, self.device))
+        return torch.cat(parts).float()
+
+    @torch.no_grad()
+    def _lattice_q(self, t: int, x: Tensor, field: Any, population: RepeatedRows, next_value: Any,
+                   generator: torch.Generator) -> Tensor:
+        """``[n, K]`` Q-values of every lattice action at every state, in chunks of ``config.chunk`` rows."""
+        k = self.lattice.shape[0]
+        chunk = max(1, self.config.chunk // (k * self.config.noise))
+        out = []
+        for start in range(0, x.shape[0], chunk):
+            xc = x[start:start + chunk]
+            noise = torch.randn(self.config.noise // 2, xc.shape[0], self.game.state_dim, generator=generator,
+                                device=self.device)
+            candidates = self.lattice.unsqueeze(0).expand(xc.shape[0], -1, -1)
+            out.append(lattice_q_values(self.game, t, xc, candidates, field, population, next_value, noise))
+        return torch.cat(out)
+
+    def update(self, population: PopulationModel) -> dict[str, float]:
+        """One mirror step against ``population`` (held fixed); returns its diagnostics: ``omd/greedy_gap``
+        (Σ_t mean over μ_t of max_a Q - V: the first-order gain of the greedy policy, 0 at an equilibrium on
+        the lattice), ``omd/entropy`` (mean policy entropy at μ_t), ``omd/value_error`` and ``omd/logit_error``
+        (relative mean squared errors of the regressions)."""
+        c, game = self.config, self.game
+        generator = torch.Generator(device=self.device).manual_seed(self.seed + 1000 * self.calls)
+        repeated = RepeatedRows(population)
+        field = game.bind(repeated)
+        next_value: Any = lambda x: game.terminal_reward(x, field)  # noqa: E731  (V_T is the terminal reward)
+        warm: nn.Module | None = None
+        n_population = c.states - round(self.exploring * c.states)
+        observations, targets, value_errors = [], [], []
+        gap = entropy = 0.0
+        for t in reversed(range(game.horizon)):
+            x = self._states(t, population, generator)
+            q = self._lattice_q(t, x, field, repeated, next_value, generator)
+            if not bool(torch.isfinite(q).all()):
+                raise FloatingPointError(f"non-finite mirror-descent Q-value at t={t} in {game.name}")
+            logits = self.policy.logits(t, x)
+            p = torch.softmax(logits, dim=1)
+            v = (p * q).sum(1)
+            if n_population:
+                gap += float((q.max(1).values - v)[:n_population].mean())
+                entropy += float(-(p * torch.log(p.clamp_min(1e-30))).sum(1)[:n_population].mean()) / game.horizon
+            target = logits + self.learning_rate * (q - v.unsqueeze(1))
+            target = (target - target.max(1, keepdim=True).values).clamp_min(-c.logit_floor)
+            observations.append(game.observation(t, x))
+            targets.append(target)
+            if t > 0:
+                value, error = fit_value(game, t, x, v, warm, self.seed + t, generator, hidden=c.hidden,
+                                         layers=c.layers, lr=c.lr, steps=c.value_steps, batch_size=c.batch_size)
+                warm, next_value = value.net, value
+                value_errors.append(error)
+        logit_error = self._fit_logits(torch.cat(observations), torch.cat(targets), generator)
+        self.calls += 1
+        return {"omd/greedy_gap": gap, "omd/entropy": entropy, "omd/logit_error": logit_error,
+                "omd/value_error": sum(value_errors) / max(1, len(value_errors))}
+
+    def _fit_logits(self, obs: Tensor, target: Tensor, generator: torch.Generator) -> float:
+        """Regress a copy of the logit network on ``target`` ``[N, K]``; it becomes the policy's. Returns the
+        relative mean squared error of the fit (its softmax-invariant part: each row centred)."""
+        c = self.config
+        net = copy.deepcopy(self.policy.net).train().requires_grad_(True)
+        optimizer = torch.optim.Adam(net.parameters(), lr=c.lr)
+        batch = min(c.batch_size, obs.shape[0])
+        centred = target - target.mean(1, keepdim=True)
+        for step in range(c.policy_steps):
+            for group in optimizer.param_groups:
+                group["lr"] = c.lr * (1.0 - step / c.policy_steps)
+            index = torch.randint(obs.shape[0], (batch,), generator=generator, device=self.device)
+            out = net(obs[index])
+            loss = (out - out.mean(1, keepdim=True) - centred[index]).pow(2).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        net.eval().requires_grad_(False)
+        with torch.no_grad():
+            out = net(obs)
+            error = float((out - out.mean(1, keepdim=True) - centred).pow(2).mean() / centred.var().clamp_min(1e-12))
+        self.policy = LatticePolicy(net, self.game, self.lattice)
+        return error
+
+    def state_dict(self) -> dict[str, Any]:
+        """The logit network and the call count: enough to resume a run."""
+        return {"net": copy.deepcopy(self.policy.net.state_dict()), "calls": self.calls}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` into a learner built with the same game and config."""
+        self.policy.net.load_state_dict(state["net"])
+        self.calls = int(state["calls"])
+
