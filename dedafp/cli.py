@@ -373,7 +373,8 @@ def cmd_games(args: argparse.Namespace) -> int:
     for name in registered_games():
         spec = game_spec(name)
         responder = spec.defaults.get("best_response", {}).get("algorithm", BestResponseConfig().algorithm)
-        extras = [f"reference {'yes' if spec.evaluator else 'no'}", f"best response {responder}",
+        extras = [f"algorithm {spec.algorithm}", f"reference {'yes' if spec.evaluator else 'no'}",
+                  f"best response {responder}",
                   f"exact responder {spec.exact_responder or '-'}",
                   f"N-player {spec.coupling or '-'}"] + ([spec.gym_id] if spec.gym_id else [])
         print(f"{name:12s} {spec.description}  [{', '.join(extras)}]")
@@ -413,8 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a config field, e.g. best_response.total_steps=100000 (repeatable)")
     train.add_argument("--device", choices=["cpu", "cuda"])
-    train.add_argument("--algorithm", help="a registered algorithm: dedafp (default), the paper's baselines "
-                                            "algo1 / algo2 (kernel density), ... (dedafp games lists them)")
+    train.add_argument("--algorithm", help="a registered algorithm: dedafp (DEDA-FP), the paper's baselines algo1 / "
+                                            "algo2 (kernel density), damped_fp, omd (online mirror descent); "
+                                            "default: the game's (dedafp games lists both)")
     train.add_argument("--tensorboard", action="store_true",
                        help="also write TensorBoard scalars under RUN/tensorboard")
     train.add_argument("--out", help="run folder (default runs/<env>-<timestamp>)")

@@ -257,12 +257,14 @@ def config_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -
 
 def load_config(env: str, path: str | Path | None = None, overrides: list[str] | None = None,
                 **fields: Any) -> RunConfig:
-    """The run config of game ``env``: the game's defaults, a YAML file, ``--set`` overrides, then ``fields``.
+    """The run config of game ``env``: the game's defaults (its sections and its algorithm), a YAML file,
+    ``--set`` overrides, then ``fields``.
 
     A file naming another ``env`` than ``env`` is refused (``ValueError``), as are values that fail
     validation (the message names the file).
     """
-    data: dict[str, Any] = {"env": env, **{k: dict(v) for k, v in game_spec(env).defaults.items()}}
+    spec = game_spec(env)
+    data: dict[str, Any] = {"env": env, "algorithm": spec.algorithm, **{k: dict(v) for k, v in spec.defaults.items()}}
     if path is not None:
         loaded = read_yaml_mapping(path)
         if "env" in loaded and loaded["env"] != env:

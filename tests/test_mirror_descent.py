@@ -120,13 +120,21 @@ def test_resume_is_exact(tmp_path):
     assert all(math.isfinite(float(r["omd/greedy_gap"])) for r in resumed[1:])
 
 
-def test_the_loop_reports_its_exact_parts_curve_on_the_grid():
-    """``reference/exact_omd_exploitability`` is the grid's own mirror descent with the run's η."""
+def test_the_deep_loop_follows_the_grids_own_mirror_descent_on_the_beach_bar():
+    """The same loop with exact parts is the grid's mirror descent with the run's η
+    (``reference/exact_omd_exploitability``); the deep loop follows it. Tolerance 0.3 + 20%: measured at
+    these sizes, seeds 0-2, the deep loop was above it by 1.19 / 0.80 / 0.34 at k = 1 (exact 7.72) and
+    0.44 / 0.09 / 0.01 at k = 2 (exact 1.46); at the default sizes by 0.02 at k = 1 and -0.06 at k = 2."""
     from dedafp.reference.grid_solvers import GridMirrorDescent
-    loop = make_algorithm(load_config("beach_bar", overrides=[*SMALL, "fp.iterations=1"], algorithm="omd"))
-    assert isinstance(loop, MirrorDescent) and loop.learning_rate == 30.0
-    record = loop.iteration()
-    solver = GridMirrorDescent(loop.evaluator.grid, 30.0)
-    solver.evaluate()
-    assert record.metrics["reference/exact_omd_exploitability"] == pytest.approx(solver.iteration().exploitability)
-    assert math.isfinite(record.metrics["fp/grid_exploitability"])
+    config = load_config("beach_bar", overrides=[*SMALL, "fp.iterations=2", "omd.learning_rate=10", "omd.states=1024",
+                                                 "omd.value_steps=150", "omd.policy_steps=800", "omd.hidden=64"],
+                         algorithm="omd")
+    loop = make_algorithm(config)
+    assert isinstance(loop, MirrorDescent)
+    rows = [loop.iteration().metrics for _ in range(2)]
+    solver = GridMirrorDescent(loop.evaluator.grid, 10.0)
+    exact = [solver.evaluate().exploitability] + [solver.iteration().exploitability for _ in range(2)]
+    for k, row in enumerate(rows, start=1):
+        assert row["reference/exact_omd_exploitability"] == pytest.approx(exact[k])
+        assert abs(row["fp/grid_exploitability"] - exact[k]) <= 0.3 + 0.2 * exact[k], (k, row, exact)
+    assert rows[-1]["fp/grid_exploitability"] < 0.3 * exact[0]

@@ -36,7 +36,8 @@ __all__ = ["exact_sweep", "write_sweep", "write_report", "main"]
 SWEEP_WEIGHTS = (0.1, 0.2, 0.25, 0.3, 0.5, 0.7, 1.0)
 #: Online mirror descent's learning rates swept per grid game (the grid's own reference, results/reference/, used
 #: 10 on the beach bar and 1 on four-rooms).
-OMD_LEARNING_RATES = {"beach_bar": (3.0, 10.0, 30.0, 100.0, 300.0), "four_rooms": (0.03, 0.1, 0.3, 1.0)}
+OMD_LEARNING_RATES = {"beach_bar": (3.0, 10.0, 20.0, 30.0, 100.0, 300.0),
+                      "four_rooms": (0.03, 0.05, 0.1, 0.15, 0.2, 0.3, 1.0)}
 #: The metric each kind of game is scored by.
 _METRIC = {"lq": "fp/exploitability", "grid": "fp/grid_exploitability"}
 

@@ -49,6 +49,8 @@ class GameSpec:
         factory: ``factory(**overrides) -> MeanFieldGame``; validates the overrides.
         defaults: per-section config defaults (``{"fp": {"iterations": 20}, "flow": {...}}``),
             applied before a config file and ``--set``.
+        algorithm: the outer loop ``dedafp train GAME`` runs unless ``--algorithm`` names another
+            (a registered algorithm: ``dedafp``, ``omd``, ...).
         evaluator: reference evaluator, ``evaluator(game, eval_agents, iterations, device, seed)``,
             or ``"module:attribute"`` naming one (imported only when used), or None.
         exact_responder: the ``best_response.algorithm`` that solves this game exactly
@@ -63,6 +65,7 @@ class GameSpec:
     name: str
     factory: Callable[..., MeanFieldGame]
     defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    algorithm: str = "dedafp"
     evaluator: Callable[..., Any] | str | None = None
     exact_responder: str | None = None
     grid: Mapping[str, Any] | None = None
