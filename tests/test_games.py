@@ -102,10 +102,16 @@ def test_the_lq_games_default_to_pathwise_best_responses_and_reproduce_the_commi
     # `dedafp train lq2d` is the configuration of results/lq2d_pathwise/ field for field.
     committed = read_run_config(Path(__file__).parent.parent / "results" / "lq2d_pathwise")
     assert config_differences(committed.to_dict(), load_config("lq2d").to_dict()) == []
-    # ... and `dedafp train beach_bar` that of results/beach_bar/ (the mean-only clone, fixed_std 0.02).
+    # ... `dedafp train beach_bar` that of results/beach_bar/ (online mirror descent, the game's algorithm) ...
     committed = read_run_config(Path(__file__).parent.parent / "results" / "beach_bar")
     assert config_differences(committed.to_dict(), load_config("beach_bar").to_dict()) == []
-    assert load_config("beach_bar").average_policy.fixed_std == 0.02
+    assert load_config("beach_bar").algorithm == "omd"
+    assert {load_config(name).algorithm for name in ("lq1d", "lq2d", "four_rooms")} == {"dedafp"}
+    # ... and `--algorithm dedafp` that of results/beach_bar_dedafp/ (the mean-only clone, fixed_std 0.02).
+    committed = read_run_config(Path(__file__).parent.parent / "results" / "beach_bar_dedafp")
+    dedafp = load_config("beach_bar", algorithm="dedafp")
+    assert config_differences(committed.to_dict(), dedafp.to_dict()) == []
+    assert dedafp.average_policy.fixed_std == 0.02
     assert load_config("four_rooms").best_response.algorithm == "backward"  # backward induction wins there
     assert main(["games"]) == 0
     listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}

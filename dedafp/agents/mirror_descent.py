@@ -68,7 +68,7 @@ class MirrorDescentConfig:
         lr: Adam learning rate of both regressions, decayed linearly to 0 (> 0).
         batch_size: minibatch size of both regressions (>= 1).
         logit_floor: logits below the state's maximum by more than this are floored there (> 0).
-        chunk: (state, action) rows scored per batched call, a memory bound (>= 1).
+        chunk: (state, action, noise draw) rows scored per batched call, a memory bound (>= 1).
     """
 
     RULES: ClassVar[dict[str, Rule]] = {
@@ -201,7 +201,7 @@ class MirrorDescentLearner:
     @torch.no_grad()
     def _lattice_q(self, t: int, x: Tensor, field: Any, population: RepeatedRows, next_value: Any,
                    generator: torch.Generator) -> Tensor:
-        """``[n, K]`` Q-values of every lattice action at every state, in chunks of ``config.chunk`` rows."""
+        """``[n, K]`` Q-values of every lattice action per state, ``config.chunk`` rows (state, action, draw) a call."""
         k = self.lattice.shape[0]
         chunk = max(1, self.config.chunk // (k * self.config.noise))
         out = []

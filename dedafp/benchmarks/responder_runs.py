@@ -31,7 +31,7 @@ RUNS: tuple[tuple[str, str, str], ...] = (
     ("lq2d", "PPO", "results/lq2d"),
     ("lq2d", "SAC", "results/lq2d_sac"),
     ("lq2d", "pathwise (default)", "results/lq2d_pathwise"),
-    ("beach_bar", "PPO (default)", "results/beach_bar"),
+    ("beach_bar", "PPO (DEDA-FP's default)", "results/beach_bar_dedafp"),
     ("beach_bar", "PPO, learned spread", "results/beach_bar_learned_spread"),
     ("beach_bar", "pathwise", "results/beach_bar_pathwise"),
     ("four_rooms", "PPO", "results/four_rooms_ppo"),

@@ -224,6 +224,9 @@ BEACH_BAR_DEFAULTS: dict[str, dict[str, Any]] = {
 
 register_game(GameSpec(
     "beach_bar", lambda **overrides: BeachBarGame(beach_bar(**overrides)), defaults=BEACH_BAR_DEFAULTS,
+    # Online mirror descent (η = 20): 0.070 ± 0.005 at k = 10 over 3 seeds, where DEDA-FP with the same flow
+    # ends at 0.33-0.39 and exact fictitious play at 0.38 (results/omd/). --algorithm dedafp gives DEDA-FP.
+    algorithm="omd",
     evaluator="dedafp.evaluation.grid:grid_evaluator", exact_responder="grid",
     # 1-D, so a fine discretisation costs little: 100 cells, 21 velocities.
     grid={"cells": 100, "velocities": 21, "source_points": 4, "target_points": 4},
