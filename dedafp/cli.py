@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import yaml
@@ -517,6 +518,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message: Warning | str, *_args: object, **_kwargs: object) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every error ends in one ``error: ...`` line on stderr (``--debug``: the traceback).
 
@@ -528,7 +533,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            if not debug:   # a warning is one line too (with --debug: where it came from)
+                warnings.showwarning = _show_warning
+            return args.func(args)
     except KeyboardInterrupt:
         if debug:
             raise

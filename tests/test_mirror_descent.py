@@ -138,3 +138,13 @@ def test_the_deep_loop_follows_the_grids_own_mirror_descent_on_the_beach_bar():
         assert row["reference/exact_omd_exploitability"] == pytest.approx(exact[k])
         assert abs(row["fp/grid_exploitability"] - exact[k]) <= 0.3 + 0.2 * exact[k], (k, row, exact)
     assert rows[-1]["fp/grid_exploitability"] < 0.3 * exact[0]
+
+
+def test_the_cli_prints_the_fallback_warning_as_one_line(tmp_path, capsys):
+    from dedafp.cli import main
+    sets = [item for assignment in [*SMALL, "fp.eval_agents=500"] for item in ("--set", assignment)]
+    assert main(["train", "lq1d", "--algorithm", "omd", "--iterations", "1", *sets, "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "omd.learning_rate" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: omd.learning_rate is None"), err
+    assert "mirror_learning_rate(config)" not in err        # no source line under it

@@ -64,7 +64,8 @@ def damped_weight(config: RunConfig) -> float:
     if config.env in MEASURED_WEIGHTS:
         return MEASURED_WEIGHTS[config.env]
     warnings.warn(f"damped.weight is None and no weight was measured for {config.env!r}: using "
-                  f"{FALLBACK_WEIGHT}; sweep it (dedafp sweep {config.env} --set damped.weight=0.1,0.2,0.5,1) "
+                  f"{FALLBACK_WEIGHT}; sweep it (dedafp sweep {config.env} --seeds 0 --set algorithm=damped_fp "
+                  f"--set damped.weight=0.1,0.2,0.5,1) "
                   f"and set it", stacklevel=2)
     return FALLBACK_WEIGHT
 

@@ -62,7 +62,7 @@ def mirror_learning_rate(config: RunConfig) -> float:
     if config.env in MEASURED_LEARNING_RATES:
         return MEASURED_LEARNING_RATES[config.env]
     warnings.warn(f"omd.learning_rate is None and none was measured for {config.env!r}: using "
-                  f"{FALLBACK_LEARNING_RATE}; sweep it (dedafp sweep {config.env} --algorithm omd "
+                  f"{FALLBACK_LEARNING_RATE}; sweep it (dedafp sweep {config.env} --seeds 0 --set algorithm=omd "
                   f"--set omd.learning_rate=0.1,1,10) and set it", stacklevel=2)
     return FALLBACK_LEARNING_RATE
 
