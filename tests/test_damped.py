@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from tiny import resumed_and_straight
 
 from dedafp import load_config, train
 from dedafp.agents.average_policy import FictitiousPlayBuffer
@@ -156,14 +157,7 @@ def test_with_exact_best_responses_the_loop_follows_its_exact_curve_on_lq(tmp_pa
 def test_resume_is_exact(tmp_path):
     config = load_config("lq1d", overrides=[*TINY, "best_response.algorithm=riccati", "fp.iterations=2",
                                             "damped.weight=0.4"], algorithm="damped_fp")
-    train(config, tmp_path / "run")
-    resumed = read_metrics(train(config.with_overrides(["fp.iterations=3"]), tmp_path / "run", resume=True).path)
-    straight = read_metrics(train(config.with_overrides(["fp.iterations=3"]), tmp_path / "straight").path)
-    assert len(straight) == len(resumed) == 4
-    for a, b in zip(straight, resumed, strict=True):
-        for key in a:
-            if not key.startswith("time/"):
-                assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9, nan_ok=True), key
+    resumed = resumed_and_straight(config, tmp_path, 3)
     assert float(resumed[-1]["damped/newest_weight"]) == pytest.approx(0.4)
 
 

@@ -6,8 +6,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from tiny import resumed_and_straight, set_args
 
-from dedafp import load_config, train
+from dedafp import load_config
 from dedafp.agents.mirror_descent import LatticePolicy, MirrorDescentConfig, MirrorDescentLearner, logit_network
 from dedafp.agents.policy import ZeroPolicy
 from dedafp.algorithms import MirrorDescent, make_algorithm
@@ -16,7 +17,6 @@ from dedafp.envs.four_rooms import FourRoomsGame
 from dedafp.envs.lq import LQGame, lq_preset
 from dedafp.population.particles import ParticlePopulation
 from dedafp.rollout import rollout
-from dedafp.run import read_metrics
 
 #: A small OMD run: the mirror step's samples and regressions and the flow shrunk.
 SMALL = ["fp.population_agents=2000", "fp.initial_flow_steps=100", "flow.steps=100", "flow.hidden=16",
@@ -109,14 +109,7 @@ def test_an_unmeasured_game_warns_and_falls_back():
 def test_resume_is_exact(tmp_path):
     config = load_config("lq1d", overrides=[*SMALL, "fp.iterations=2", "fp.eval_agents=2000",
                                             "omd.learning_rate=0.5"], algorithm="omd")
-    train(config, tmp_path / "run")
-    resumed = read_metrics(train(config.with_overrides(["fp.iterations=3"]), tmp_path / "run", resume=True).path)
-    straight = read_metrics(train(config.with_overrides(["fp.iterations=3"]), tmp_path / "straight").path)
-    assert len(straight) == len(resumed) == 4
-    for a, b in zip(straight, resumed, strict=True):
-        for key in a:
-            if not key.startswith("time/"):
-                assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9, nan_ok=True), key
+    resumed = resumed_and_straight(config, tmp_path, 3)
     assert all(math.isfinite(float(r["omd/greedy_gap"])) for r in resumed[1:])
 
 
@@ -142,8 +135,8 @@ def test_the_deep_loop_follows_the_grids_own_mirror_descent_on_the_beach_bar():
 
 def test_the_cli_prints_the_fallback_warning_as_one_line(tmp_path, capsys):
     from dedafp.cli import main
-    sets = [item for assignment in [*SMALL, "fp.eval_agents=500"] for item in ("--set", assignment)]
-    assert main(["train", "lq1d", "--algorithm", "omd", "--iterations", "1", *sets, "--out", str(tmp_path / "run")]) == 0
+    arguments = ["train", "lq1d", "--algorithm", "omd", "--iterations", "1", *set_args(*SMALL, "fp.eval_agents=500")]
+    assert main([*arguments, "--out", str(tmp_path / "run")]) == 0
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "omd.learning_rate" in line]
     assert len(lines) == 1 and lines[0].startswith("warning: omd.learning_rate is None"), err

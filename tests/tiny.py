@@ -12,3 +12,23 @@ def set_args(*items: str) -> list[str]:
     for item in items:
         out += ["--set", item]
     return out
+
+
+def resumed_and_straight(config, tmp_path, iterations: int) -> list[dict[str, float]]:
+    """Train ``config`` (``fp.iterations`` of it), resume it to ``iterations``, train ``iterations`` straight, and
+    check both metrics files equal but for timings; returns the resumed run's rows."""
+    import pytest
+
+    from dedafp import train
+    from dedafp.run import read_metrics
+
+    train(config, tmp_path / "run")
+    longer = config.with_overrides([f"fp.iterations={iterations}"])
+    resumed = read_metrics(train(longer, tmp_path / "run", resume=True).path)
+    straight = read_metrics(train(longer, tmp_path / "straight").path)
+    assert len(straight) == len(resumed) == iterations + 1
+    for a, b in zip(straight, resumed, strict=True):
+        for key in a:
+            if not key.startswith("time/"):
+                assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9, nan_ok=True), key
+    return resumed

@@ -69,14 +69,16 @@ def action_lattice(action_dim: int, points: int, center: Tensor, half_width: flo
     return center + offsets * half_width
 
 
-def value_network(game: MeanFieldGame, hidden: int, layers: int, seed: int) -> nn.Sequential:
+def value_network(game: MeanFieldGame, hidden: int, layers: int, seed: int, outputs: int = 1) -> nn.Sequential:
+    """An MLP ``obs_dim -> hidden (x layers, SiLU) -> outputs``, initialised from ``seed`` without touching the
+    global torch RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         sizes = [game.obs_dim] + [hidden] * layers
         modules: list[nn.Module] = []
         for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
             modules += [nn.Linear(n_in, n_out), nn.SiLU()]
-        return nn.Sequential(*modules, nn.Linear(sizes[-1], 1))
+        return nn.Sequential(*modules, nn.Linear(sizes[-1], outputs))
 
 
 @final

@@ -38,7 +38,7 @@ from typing import Any, ClassVar, final
 import torch
 from torch import Tensor, nn
 
-from dedafp.agents.backward import RepeatedRows, action_lattice, fit_value, lattice_q_values
+from dedafp.agents.backward import RepeatedRows, action_lattice, fit_value, lattice_q_values, value_network
 from dedafp.common.validation import Rule, validated
 from dedafp.envs.base import MeanFieldGame
 from dedafp.population.base import PopulationModel
@@ -92,19 +92,13 @@ class MirrorDescentConfig:
 
 
 def logit_network(game: MeanFieldGame, outputs: int, hidden: int, layers: int, seed: int) -> nn.Sequential:
-    """An MLP ``obs_dim -> hidden (x layers, SiLU) -> outputs`` whose last layer starts at zero (uniform
-    softmax), initialised from ``seed`` without touching the global torch RNG."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        sizes = [game.obs_dim] + [hidden] * layers
-        modules: list[nn.Module] = []
-        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-            modules += [nn.Linear(n_in, n_out), nn.SiLU()]
-        last = nn.Linear(sizes[-1], outputs)
-        with torch.no_grad():
-            last.weight.zero_()
-            last.bias.zero_()
-        return nn.Sequential(*modules, last)
+    """:func:`~dedafp.agents.backward.value_network` with ``outputs`` logits and its last layer at zero: the
+    first policy is uniform."""
+    net = value_network(game, hidden, layers, seed, outputs)
+    with torch.no_grad():
+        net[-1].weight.zero_()
+        net[-1].bias.zero_()
+    return net
 
 
 @final
