@@ -106,13 +106,17 @@ def test_the_lq_games_default_to_pathwise_best_responses_and_reproduce_the_commi
     committed = read_run_config(Path(__file__).parent.parent / "results" / "beach_bar")
     assert config_differences(committed.to_dict(), load_config("beach_bar").to_dict()) == []
     assert load_config("beach_bar").algorithm == "omd"
-    assert {load_config(name).algorithm for name in ("lq1d", "lq2d", "four_rooms")} == {"dedafp"}
+    assert {load_config(name).algorithm for name in ("lq1d", "lq2d")} == {"dedafp"}
+    # ... `dedafp train four_rooms` that of results/four_rooms_omd/ (online mirror descent too) ...
+    committed = read_run_config(Path(__file__).parent.parent / "results" / "four_rooms_omd")
+    assert config_differences(committed.to_dict(), load_config("four_rooms").to_dict()) == []
+    assert load_config("four_rooms").algorithm == "omd"
     # ... and `--algorithm dedafp` that of results/beach_bar_dedafp/ (the mean-only clone, fixed_std 0.02).
     committed = read_run_config(Path(__file__).parent.parent / "results" / "beach_bar_dedafp")
     dedafp = load_config("beach_bar", algorithm="dedafp")
     assert config_differences(committed.to_dict(), dedafp.to_dict()) == []
     assert dedafp.average_policy.fixed_std == 0.02
-    assert load_config("four_rooms").best_response.algorithm == "backward"  # backward induction wins there
+    assert load_config("four_rooms").best_response.algorithm == "backward"  # DEDA-FP's responder there
     assert main(["games"]) == 0
     listed = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert "best response pathwise" in listed["lq2d"] and "best response backward" in listed["four_rooms"]
