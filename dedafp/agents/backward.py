@@ -57,7 +57,7 @@ from dedafp.population.grid_cache import reward_table
 if TYPE_CHECKING:
     from dedafp.agents.best_response import BestResponseConfig
 
-__all__ = ["BackwardBestResponder", "action_lattice", "lattice_q_values", "fit_value", "value_network",
+__all__ = ["BackwardBestResponder", "action_lattice", "sample_states", "lattice_q_values", "fit_value", "value_network",
            "ValueFunction", "RepeatedRows"]
 
 
@@ -127,6 +127,19 @@ class RepeatedRows(PopulationModel):
     @property
     def device(self) -> torch.device:
         return self.population.device
+
+
+def sample_states(game: MeanFieldGame, population: PopulationModel, t: int, n: int, exploring: float,
+                  generator: torch.Generator, device: torch.device) -> Tensor:
+    """``n`` states ``[n, d]`` at time ``t``: the first from the population's μ_t, the last ``round(exploring · n)``
+    from the game's exploring law."""
+    n_explore = round(exploring * n)
+    parts = []
+    if n - n_explore:
+        parts.append(population.sample(t, n - n_explore, generator=generator).to(device))
+    if n_explore:
+        parts.append(game.exploring_states(n_explore, generator, device))
+    return torch.cat(parts).float()
 
 
 def lattice_q_values(game: MeanFieldGame, t: int, x: Tensor, actions: Tensor, field: Any, population: RepeatedRows,
@@ -219,17 +232,6 @@ class BackwardBestResponder(BestResponder):
         self.fit_errors: list[float] = []
         self.policy_error = math.nan
         self.values: dict[int, ValueFunction] = {}
-
-    def _states(self, t: int, population: PopulationModel, generator: torch.Generator) -> Tensor:
-        c, game = self.config, self.game
-        n = c.backward_states
-        n_explore = round(c.exploring_starts * n)
-        parts = []
-        if n - n_explore:
-            parts.append(population.sample(t, n - n_explore, generator=generator).to(self.device))
-        if n_explore:
-            parts.append(game.exploring_states(n_explore, generator, self.device))
-        return torch.cat(parts).float()
 
     def _q_values(self, t: int, x: Tensor, actions: Tensor, field: Any, population: RepeatedRows,
                   next_value: Any, noise: Tensor) -> Tensor:
@@ -324,7 +326,7 @@ class BackwardBestResponder(BestResponder):
         obs_pool, target_pool = [], []
         self.fit_errors, self.values = [], {}
         for t in reversed(range(game.horizon)):
-            x = self._states(t, population, generator)
+            x = sample_states(game, population, t, c.backward_states, c.exploring_starts, generator, self.device)
             with torch.no_grad():
                 best_a, best_q = self._best_actions(t, x, field, repeated, next_value, generator)
             if not bool(torch.isfinite(best_q).all()):

@@ -38,7 +38,14 @@ from typing import Any, ClassVar, final
 import torch
 from torch import Tensor, nn
 
-from dedafp.agents.backward import RepeatedRows, action_lattice, fit_value, lattice_q_values, value_network
+from dedafp.agents.backward import (
+    RepeatedRows,
+    action_lattice,
+    fit_value,
+    lattice_q_values,
+    sample_states,
+    value_network,
+)
 from dedafp.common.validation import Rule, validated
 from dedafp.envs.base import MeanFieldGame
 from dedafp.population.base import PopulationModel
@@ -143,8 +150,8 @@ def _exploring_share(game: MeanFieldGame, exploring: float | None) -> float:
         check_exploring_law(game, exploring)
         return exploring
     try:
-        game.exploring_states(1, torch.Generator().manual_seed(0))
-    except NotImplementedError:
+        check_exploring_law(game, 0.5)
+    except ValueError:
         return 0.0
     return 0.5
 
@@ -182,16 +189,6 @@ class MirrorDescentLearner:
         self.policy = LatticePolicy(net.eval().requires_grad_(False), game, self.lattice)
         self.calls = 0
 
-    def _states(self, t: int, population: PopulationModel, generator: torch.Generator) -> Tensor:
-        n = self.config.states
-        n_explore = round(self.exploring * n)
-        parts = []
-        if n - n_explore:
-            parts.append(population.sample(t, n - n_explore, generator=generator).to(self.device))
-        if n_explore:
-            parts.append(self.game.exploring_states(n_explore, generator, self.device))
-        return torch.cat(parts).float()
-
     @torch.no_grad()
     def _lattice_q(self, t: int, x: Tensor, field: Any, population: RepeatedRows, next_value: Any,
                    generator: torch.Generator) -> Tensor:
@@ -222,7 +219,7 @@ class MirrorDescentLearner:
         observations, targets, value_errors = [], [], []
         gap = entropy = 0.0
         for t in reversed(range(game.horizon)):
-            x = self._states(t, population, generator)
+            x = sample_states(game, population, t, c.states, self.exploring, generator, self.device)
             q = self._lattice_q(t, x, field, repeated, next_value, generator)
             if not bool(torch.isfinite(q).all()):
                 raise FloatingPointError(f"non-finite mirror-descent Q-value at t={t} in {game.name}")

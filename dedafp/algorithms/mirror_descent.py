@@ -55,15 +55,17 @@ MEASURED_LEARNING_RATES: dict[str, float] = {"beach_bar": 20.0, "four_rooms": 0.
 FALLBACK_LEARNING_RATE = 1.0
 
 
-def mirror_learning_rate(config: RunConfig) -> float:
-    """The resolved η of ``config``: ``omd.learning_rate``, else the measured choice of ``config.env``."""
+def mirror_learning_rate(config: RunConfig, warn: bool = True) -> float:
+    """The resolved η of ``config``: ``omd.learning_rate``, else the measured choice of ``config.env``, else
+    :data:`FALLBACK_LEARNING_RATE` (with a warning unless ``warn`` is False)."""
     if config.omd.learning_rate is not None:
         return float(config.omd.learning_rate)
     if config.env in MEASURED_LEARNING_RATES:
         return MEASURED_LEARNING_RATES[config.env]
-    warnings.warn(f"omd.learning_rate is None and none was measured for {config.env!r}: using "
-                  f"{FALLBACK_LEARNING_RATE}; sweep it (dedafp sweep {config.env} --seeds 0 --set algorithm=omd "
-                  f"--set omd.learning_rate=0.1,1,10) and set it", stacklevel=2)
+    if warn:
+        warnings.warn(f"omd.learning_rate is None and none was measured for {config.env!r}: using "
+                      f"{FALLBACK_LEARNING_RATE}; sweep it (dedafp sweep {config.env} --seeds 0 --set algorithm=omd "
+                      f"--set omd.learning_rate=0.1,1,10) and set it", stacklevel=2)
     return FALLBACK_LEARNING_RATE
 
 
@@ -80,8 +82,7 @@ class MirrorDescent(FictitiousPlay):
 
     @classmethod
     def describe(cls, config: RunConfig) -> str:
-        eta = config.omd.learning_rate
-        eta = MEASURED_LEARNING_RATES.get(config.env, FALLBACK_LEARNING_RATE) if eta is None else eta
+        eta = mirror_learning_rate(config, warn=False)    # __init__ warns
         return f"mirror step η = {eta:g} on an action lattice, flow {config.flow.backend}"
 
     def __init__(self, config: RunConfig, game: MeanFieldGame | None = None) -> None:
