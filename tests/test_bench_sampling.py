@@ -32,7 +32,8 @@ def test_sampling_benchmark_runs_and_writes_its_json(tmp_path):
     assert {"rows", "ratios", "verdict", "shortcuts", "notes", "paper_seconds", "config", "machine"} <= set(saved)
     assert saved["horizon"] == 3 and saved["device"] == "cpu"
     batched = {(r["shape"], r["task"], r["algorithm"]) for r in saved["rows"] if r["style"] == "batched"}
-    tables = {(s, t, "dedafp table") for s in ("paper", "default") for t in ("density_query", "reward_query")}
+    tables = {(s, t, "dedafp table") for s in ("paper", "default") for t in ("density_query", "reward_query",
+                                                                             "reward_query_all")}
     assert batched == {(s, t, a) for s in ("paper", "default") for t in TASKS for a in ALGORITHMS} | tables
     for row in saved["rows"]:
         assert len(row["values"]) == TINY_SAMPLING.repeats and row["q25"] <= row["median"] <= row["q75"]
@@ -57,6 +58,12 @@ def test_sampling_benchmark_runs_and_writes_its_json(tmp_path):
     np.testing.assert_allclose(table["values"], [a / b for a, b in zip(
         rows["default", "reward_query", "algo1"]["values"], rows["default", "reward_query", "dedafp table"]["values"],
         strict=True)])
+    # A call at every agent is the all-t density query's per-t share (kernel estimate: its queries only).
+    calls = saved["horizon"] + 1
+    assert all(a < b for a, b in zip(rows["default", "reward_query_all", "algo1"]["values"],
+                                     rows["default", "density_query", "algo1"]["values"], strict=True))
+    np.testing.assert_allclose(rows["default", "reward_query_all", "dedafp"]["values"],
+                               [v / calls for v in rows["default", "density_query", "dedafp"]["values"]])
     # DEDA-FP's trajectories are its average policy's rollout, the Algo 2 call.
     assert rows["paper", "trajectories", "dedafp"]["values"] == rows["paper", "marginal_samples", "algo2"]["values"]
     grids = saved["shortcuts"]["grid_cache"]["rows"]

@@ -31,7 +31,7 @@ def print_tables(result: dict, print_fn: Callable[[str], None]) -> None:
                 row = _row(result, "batched", shape, task, algorithm)
                 cells.append(f"{row['median']:>9.4g} [{row['q25']:.3g}-{row['q75']:.3g}]" if row else "-")
             print_fn(f"{task:>20} " + " ".join(f"{c:>22}" for c in cells))
-        for task in ("density_query", "reward_query"):
+        for task in ("density_query", "reward_query", "reward_query_all"):
             row = _row(result, "batched", shape, task, "dedafp table")
             if row:
                 print_fn(f"{task:>20} dedafp, the loop's table (built from the flow + queried): "

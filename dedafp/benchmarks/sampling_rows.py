@@ -131,6 +131,12 @@ def batched_repeat(column: Column, game: FourRoomsGame, config: SamplingBenchCon
     out["density_query/dedafp table"] = table_build + table_query
     build, kde = timed(lambda: ParticlePopulation(sim2.states, "scott", device=device), device)
     out["density_query/algo1"] = out["density_query/algo2"] = kde_seconds + build
+    # One reward call at every agent (N = M): the per-iteration builds (table, kernel tree) excluded,
+    # as in reward_query, since the loop answers thousands of calls per build.
+    calls = sim2.states.shape[0]
+    out["reward_query_all/dedafp"] = out["density_query/dedafp"] / calls
+    out["reward_query_all/dedafp table"] = table_query / calls
+    out["reward_query_all/algo1"] = out["reward_query_all/algo2"] = kde_seconds / calls
     fit_step = _fit_step_seconds(column.shapes, sim2.states, config, device)
     out["population_refresh/dedafp"] = out["marginal_samples/algo2"] + fit_step * config.flow_fit_steps
     out["population_refresh/algo1"] = out["marginal_samples/algo1"] + build
