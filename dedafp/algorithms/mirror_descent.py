@@ -50,7 +50,7 @@ __all__ = ["MirrorDescent", "MEASURED_LEARNING_RATES", "FALLBACK_LEARNING_RATE",
 #: bar's exact parts gain from larger steps (0.004 at k = 10 with η = 300), the learned ones do not: with η = 10 /
 #: 20 / 30 / 100 the deep loop was at 0.121 / 0.075 / 0.713 / 5.7 at k = 10 (seed 0); a large step writes each
 #: iteration's Q error into the logits at full weight.
-MEASURED_LEARNING_RATES: dict[str, float] = {"beach_bar": 20.0, "four_rooms": 0.1}
+MEASURED_LEARNING_RATES: dict[str, float] = {"beach_bar": 20.0, "four_rooms": 0.15}
 #: ``omd.learning_rate`` for a game without a measured choice (with a warning).
 FALLBACK_LEARNING_RATE = 1.0
 
