@@ -17,9 +17,9 @@ sizes (5,000 agents, every t = 0..T), for each algorithm:
   a rollout and ``flow.fit`` (per-step time measured on a few steps, times the configured steps);
   Algo 1/2: a rollout and the kernel estimate's construction.
 * **reward query**: one ``log_prob`` call at 64 agents (one vector step of a best response), and
-  one call at all 5,000 agents against the 5,000 simulated particles (N = M; the density query's
-  per-t call, the table's build and the kernel estimate's construction left out: the loop makes
-  thousands of calls per build).
+  one call at all 5,000 agents against the 5,000 simulated particles (N = M: the density query's
+  share per t, without the table's build or the kernel estimate's construction, which happen once
+  per iteration while the loop makes thousands of calls).
 
 Beside these batched rows, *paper-style* rows run the baselines the way the paper's numbers
 suggest: agents stepped one at a time through single Gymnasium envs with SB3's ``model.predict``

@@ -131,7 +131,7 @@ def batched_repeat(column: Column, game: FourRoomsGame, config: SamplingBenchCon
     out["density_query/dedafp table"] = table_build + table_query
     build, kde = timed(lambda: ParticlePopulation(sim2.states, "scott", device=device), device)
     out["density_query/algo1"] = out["density_query/algo2"] = kde_seconds + build
-    # One reward call at every agent (N = M): the per-iteration builds (table, kernel tree) excluded,
+    # One reward call at every agent (N = M): the per-iteration builds (table, kernel estimate) excluded,
     # as in reward_query, since the loop answers thousands of calls per build.
     calls = sim2.states.shape[0]
     out["reward_query_all/dedafp"] = out["density_query/dedafp"] / calls
