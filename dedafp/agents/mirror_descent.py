@@ -17,6 +17,7 @@ neural backward policy evaluation through the simulated game, as in :mod:`dedafp
         V_t    <- regressed on Σ_j π(a_j | t, x_i) Q_t(x_i, a_j)    (an expectation, not a max: no overshoot)
         target  y(t, x_i) + η (Q_t(x_i, ·) - V_t(x_i)),  shifted to max 0 and floored at -logit_floor
     y <- the logit network, warm-started, regressed on every target
+    greedy  <- a copy of y trained to classify argmax_j Q_t(x_i, a_j)      (the iteration's implicit best response)
 
 Shifting a state's logits changes nothing (the softmax is invariant); the floor drops actions whose
 probability is below e^{-logit_floor} anyway and keeps the regression targets bounded as k grows.
@@ -26,12 +27,19 @@ Usage::
     learner = MirrorDescentLearner(game, MirrorDescentConfig(), learning_rate=30.0, device="cpu", seed=0)
     metrics = learner.update(population)       # one mirror step against the frozen population
     learner.policy.sample(t=0, x=x)            # actions of π^k (lattice points)
+    learner.greedy.mean_action(t=0, x=x)       # the greedy policy of the Q-function just evaluated
+
+The greedy policy is what a mirror step with η -> ∞ would play (one step of policy iteration): the loop's
+best response to the frozen population as far as its Q-function knows, so its return against that
+population, beside the exact best response's and the evaluated policy's, measures the Q-function's quality
+the way ``br/shortfall`` and ``br/gain`` measure a fictitious-play best response.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, final
 
@@ -46,11 +54,13 @@ from dedafp.agents.backward import (
     sample_states,
     value_network,
 )
+from dedafp.agents.policy import DeterministicPolicy
 from dedafp.common.validation import Rule, validated
 from dedafp.envs.base import MeanFieldGame
 from dedafp.population.base import PopulationModel
 
-__all__ = ["MirrorDescentConfig", "LatticePolicy", "MirrorDescentLearner", "logit_network", "default_lattice_points"]
+__all__ = ["MirrorDescentConfig", "LatticePolicy", "GreedyLatticePolicy", "MirrorDescentLearner", "logit_network",
+           "default_lattice_points"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,21 @@ class LatticePolicy:
         return self.lattice.to(x.device)[index]
 
 
+@final
+class GreedyLatticePolicy(DeterministicPolicy):
+    """Plays the lattice action of largest score ``net(game.observation(t, x))``: a deterministic policy."""
+
+    def __init__(self, net: nn.Module, game: MeanFieldGame, lattice: Tensor) -> None:
+        self.net, self.game, self.lattice = net, game, lattice
+        self.action_bound = game.action_bound
+
+    @torch.no_grad()
+    def mean_action(self, t: int, x: Tensor) -> Tensor:
+        """The best-scored lattice action ``[n, m]`` at time ``t`` for states ``x`` ``[n, d]``."""
+        index = self.net(self.game.observation(t, x).to(self.lattice.device)).argmax(1)
+        return self.lattice[index].to(x.device)
+
+
 def _exploring_share(game: MeanFieldGame, exploring: float | None) -> float:
     """``exploring``, checked against the game's exploring law; None: 0.5 where the game has one, else 0."""
     from dedafp.agents.pathwise import check_exploring_law
@@ -172,6 +197,7 @@ class MirrorDescentLearner:
 
     Attributes:
         policy: the current policy π^k (uniform before the first call).
+        greedy: the greedy policy of the last call's Q-function (None before a call with ``greedy=True``).
         calls: completed calls.
     """
 
@@ -187,6 +213,7 @@ class MirrorDescentLearner:
         self.lattice = action_lattice(game.action_dim, points, center, game.action_bound)
         net = logit_network(game, self.lattice.shape[0], config.hidden, config.layers, seed).to(self.device)
         self.policy = LatticePolicy(net.eval().requires_grad_(False), game, self.lattice)
+        self.greedy: GreedyLatticePolicy | None = None
         self.calls = 0
 
     @torch.no_grad()
@@ -204,11 +231,13 @@ class MirrorDescentLearner:
             out.append(lattice_q_values(self.game, t, xc, candidates, field, population, next_value, noise))
         return torch.cat(out)
 
-    def update(self, population: PopulationModel) -> dict[str, float]:
+    def update(self, population: PopulationModel, greedy: bool = False) -> dict[str, float]:
         """One mirror step against ``population`` (held fixed); returns its diagnostics: ``omd/greedy_gap``
         (Σ_t mean over μ_t of max_a Q - V: the first-order gain of the greedy policy, 0 at an equilibrium on
         the lattice), ``omd/entropy`` (mean policy entropy at μ_t), ``omd/value_error`` and ``omd/logit_error``
-        (relative mean squared errors of the regressions)."""
+        (relative mean squared errors of the regressions). With ``greedy`` it also fits :attr:`greedy`
+        (after the mirror step, so π^k is the same either way) and reports ``omd/greedy_agreement``, the share
+        of sampled states where it plays the argmax of Q."""
         c, game = self.config, self.game
         generator = torch.Generator(device=self.device).manual_seed(self.seed + 1000 * self.calls)
         repeated = RepeatedRows(population)
@@ -216,7 +245,7 @@ class MirrorDescentLearner:
         next_value: Any = lambda x: game.terminal_reward(x, field)  # noqa: E731  (V_T is the terminal reward)
         warm: nn.Module | None = None
         n_population = c.states - round(self.exploring * c.states)
-        observations, targets, value_errors = [], [], []
+        observations, targets, labels, value_errors = [], [], [], []
         gap = entropy = 0.0
         for t in reversed(range(game.horizon)):
             x = sample_states(game, population, t, c.states, self.exploring, generator, self.device)
@@ -233,39 +262,62 @@ class MirrorDescentLearner:
             target = (target - target.max(1, keepdim=True).values).clamp_min(-c.logit_floor)
             observations.append(game.observation(t, x))
             targets.append(target)
+            labels.append(q.argmax(1))
             if t > 0:
                 value, error = fit_value(game, t, x, v, warm, self.seed + t, generator, hidden=c.hidden,
                                          layers=c.layers, lr=c.lr, steps=c.value_steps, batch_size=c.batch_size)
                 warm, next_value = value.net, value
                 value_errors.append(error)
-        logit_error = self._fit_logits(torch.cat(observations), torch.cat(targets), generator)
+        observations = torch.cat(observations)
+        logit_error = self._fit_logits(observations, torch.cat(targets), generator)
+        metrics = {"omd/greedy_gap": gap, "omd/entropy": entropy, "omd/logit_error": logit_error,
+                   "omd/value_error": sum(value_errors) / max(1, len(value_errors))}
+        if greedy:
+            metrics["omd/greedy_agreement"] = self._fit_greedy(observations, torch.cat(labels), generator)
         self.calls += 1
-        return {"omd/greedy_gap": gap, "omd/entropy": entropy, "omd/logit_error": logit_error,
-                "omd/value_error": sum(value_errors) / max(1, len(value_errors))}
+        return metrics
 
     def _fit_logits(self, obs: Tensor, target: Tensor, generator: torch.Generator) -> float:
         """Regress a copy of the logit network on ``target`` ``[N, K]``; it becomes the policy's. Returns the
         relative mean squared error of the fit (its softmax-invariant part: each row centred)."""
-        c = self.config
-        net = copy.deepcopy(self.policy.net).train().requires_grad_(True)
-        optimizer = torch.optim.Adam(net.parameters(), lr=c.lr)
-        batch = min(c.batch_size, obs.shape[0])
         centred = target - target.mean(1, keepdim=True)
-        for step in range(c.policy_steps):
-            for group in optimizer.param_groups:
-                group["lr"] = c.lr * (1.0 - step / c.policy_steps)
-            index = torch.randint(obs.shape[0], (batch,), generator=generator, device=self.device)
-            out = net(obs[index])
-            loss = (out - out.mean(1, keepdim=True) - centred[index]).pow(2).mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        net.eval().requires_grad_(False)
+
+        def loss(out: Tensor, index: Tensor) -> Tensor:
+            return (out - out.mean(1, keepdim=True) - centred[index]).pow(2).mean()
+
+        net = self._train_copy(obs, loss, generator)
         with torch.no_grad():
             out = net(obs)
             error = float((out - out.mean(1, keepdim=True) - centred).pow(2).mean() / centred.var().clamp_min(1e-12))
         self.policy = LatticePolicy(net, self.game, self.lattice)
         return error
+
+    def _fit_greedy(self, obs: Tensor, labels: Tensor, generator: torch.Generator) -> float:
+        """Train a copy of the new logit network (its argmax already near the accumulated Q's) to classify
+        ``labels`` ``[N]`` (cross-entropy); it becomes :attr:`greedy`. Returns its agreement with the labels."""
+        net = self._train_copy(obs, lambda out, index: nn.functional.cross_entropy(out, labels[index]), generator)
+        with torch.no_grad():
+            agreement = float((net(obs).argmax(1) == labels).float().mean())
+        self.greedy = GreedyLatticePolicy(net, self.game, self.lattice)
+        return agreement
+
+    def _train_copy(self, obs: Tensor, loss: Callable[[Tensor, Tensor], Tensor],
+                    generator: torch.Generator) -> nn.Module:
+        """A copy of the policy's logit network after ``policy_steps`` Adam steps on ``loss(net(obs[index]), index)``
+        over minibatches (learning rate decayed linearly to 0); returned frozen."""
+        c = self.config
+        net = copy.deepcopy(self.policy.net).train().requires_grad_(True)
+        optimizer = torch.optim.Adam(net.parameters(), lr=c.lr)
+        batch = min(c.batch_size, obs.shape[0])
+        for step in range(c.policy_steps):
+            for group in optimizer.param_groups:
+                group["lr"] = c.lr * (1.0 - step / c.policy_steps)
+            index = torch.randint(obs.shape[0], (batch,), generator=generator, device=self.device)
+            value = loss(net(obs[index]), index)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+        return net.eval().requires_grad_(False)
 
     def state_dict(self) -> dict[str, Any]:
         """The logit network and the call count: enough to resume a run."""

@@ -121,7 +121,7 @@ class FictitiousPlay(Algorithm):
         metrics["br/return_se"] = float(played.returns.std() / played.returns.numel() ** 0.5)
         metrics["time/bc"] = time.perf_counter() - start
         if self.config.fp.measure_best_response:
-            metrics.update(self._measure_best_response(frozen, br_field, played, draws))
+            metrics.update(self._measure_best_response(frozen, br_field, played, draws, self.average_policy))
         start = time.perf_counter()
         metrics.update(self._update_average(played))
         metrics["time/bc"] += time.perf_counter() - start
@@ -131,10 +131,11 @@ class FictitiousPlay(Algorithm):
         self._evaluate(k, metrics, self.best_responses, br_field)
         return self._record(k, metrics)
 
-    def _measure_best_response(self, frozen: PopulationModel, br_field: Any, played: Rollout,
-                               draws: Tensor) -> dict[str, float]:
-        """``br/gain`` and, where the game has an exact responder, ``br/shortfall`` (see
-        :attr:`~dedafp.config.FictitiousPlayConfig.measure_best_response`); paired with ``played``."""
+    def _measure_best_response(self, frozen: PopulationModel, br_field: Any, played: Rollout, draws: Tensor,
+                               baseline: Policy) -> dict[str, float]:
+        """``br/gain`` over ``baseline`` (the policy answered) and, where the game has an exact responder,
+        ``br/shortfall`` (see :attr:`~dedafp.config.FictitiousPlayConfig.measure_best_response`); every rollout
+        replays the agents and noise of ``played`` (the best response's, drawn from the state ``draws``)."""
         self._phase("best-response quality")
         start = time.perf_counter()
 
@@ -145,7 +146,7 @@ class FictitiousPlay(Algorithm):
                            generator=generator, device=self.device).returns
 
         returns = played.returns
-        gain = returns - replay(self.average_policy, deterministic=False)
+        gain = returns - replay(baseline, deterministic=False)
         metrics = {"br/gain": float(gain.mean()), "br/gain_se": float(gain.std() / gain.numel() ** 0.5)}
         exact = self._exact_responder()
         if exact is not None:

@@ -11,6 +11,14 @@ box), and the Q-function comes from neural backward policy evaluation through th
     1. mirror step   y^k  <- y^{k-1} + η Q^{π^{k-1}}, evaluated against the frozen μ^{k-1} (no best response)
     2. population    μ^k  <- DEDA-FP's flow, fitted to a rollout of π^k (its own mean-field flow)
 
+With ``fp.measure_best_response`` (the default) the mirror step also fits the greedy policy of its
+Q-function (what η -> ∞ would play: the loop's implicit best response) and plays it against μ^{k-1}, on
+the agents and noise of one rollout, beside π^{k-1} and the game's exact responder: ``br/gain`` (greedy
+minus π^{k-1}: oracle-free, a lower bound of π^{k-1}'s exploitability against μ^{k-1} up to the greedy
+policy's own shortfall) and ``br/shortfall`` (exact minus greedy: how far the learned Q-function is from
+knowing the best response), as DEDA-FP reports them for its best responses. Its draws come from their own
+generator, so measuring changes nothing else in the run.
+
 There is no buffer and no behavioural cloning: the policy played is the one the logits define. Every
 iteration also reports the same loop with exact parts where the game has a grid reference
 (``reference/exact_omd_exploitability``: :class:`~dedafp.reference.grid_solvers.GridMirrorDescent` with
@@ -33,6 +41,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import torch
 
 from dedafp.agents.mirror_descent import MirrorDescentLearner
 from dedafp.agents.policy import Policy
@@ -41,8 +50,9 @@ from dedafp.algorithms.fictitious_play import FictitiousPlay, _population_flow
 from dedafp.config import RunConfig
 from dedafp.envs.base import MeanFieldGame
 from dedafp.evaluation.grid import GridEvaluator
-from dedafp.population import population_from_state_dict
+from dedafp.population import PopulationModel, population_from_state_dict
 from dedafp.population.grid_cache import reward_table
+from dedafp.rollout import rollout
 
 __all__ = ["MirrorDescent", "MEASURED_LEARNING_RATES", "FALLBACK_LEARNING_RATE", "mirror_learning_rate"]
 
@@ -77,7 +87,7 @@ class MirrorDescent(FictitiousPlay):
     response and the cloned average by the mirror step, so it builds neither a best responder nor a buffer.
     """
 
-    progress_columns = ("omd/greedy_gap", "omd/entropy", "reference/exact_omd_exploitability", "flow/nll",
+    progress_columns = ("br/gain", "br/shortfall", "omd/entropy", "reference/exact_omd_exploitability", "flow/nll",
                         "time/iteration")
 
     @classmethod
@@ -107,8 +117,12 @@ class MirrorDescent(FictitiousPlay):
         self._phase("mirror step")
         start = time.perf_counter()
         frozen = reward_table(self._population, self.game.domain, self.config.fp.reward_density_nodes)
-        metrics.update(self.learner.update(frozen))
+        evaluated = self.learner.policy
+        measure = self.config.fp.measure_best_response
+        metrics.update(self.learner.update(frozen, greedy=measure))
         metrics["time/mirror_step"] = time.perf_counter() - start
+        if measure:
+            metrics.update(self._measure_greedy(k, frozen, evaluated))
 
         # 2. the new policy's population
         metrics.update(self._refresh_population(None))
@@ -117,6 +131,20 @@ class MirrorDescent(FictitiousPlay):
         if curve is not None and "fp/grid_exploitability" in metrics:
             metrics["reference/exact_omd_exploitability"] = float(curve[k])
         return self._record(k, metrics)
+
+    def _measure_greedy(self, k: int, frozen: PopulationModel, evaluated: Policy) -> dict[str, float]:
+        """``br/return``, ``br/gain`` and ``br/shortfall`` of the mirror step's greedy policy against ``frozen``
+        (see the module docstring), from a generator of their own (seeded by the run's seed and ``k``)."""
+        assert self.learner.greedy is not None
+        field = self.game.bind(frozen)
+        generator = torch.Generator(device=self.device).manual_seed(self.config.seed * 100_003 + k)
+        draws = generator.get_state()
+        played = rollout(self.game, self.learner.greedy, self.config.fp.br_agents, field, deterministic=True,
+                         generator=generator, device=self.device)
+        metrics = {"br/return": float(played.returns.mean()),
+                   "br/return_se": float(played.returns.std() / played.returns.numel() ** 0.5)}
+        metrics.update(self._measure_best_response(frozen, field, played, draws, evaluated))
+        return metrics
 
     def _exact_curve(self, k: int) -> np.ndarray | None:
         """Exploitability ``[K+1]`` of the same loop with exact parts on the game's grid (None without one)."""
