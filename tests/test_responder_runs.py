@@ -29,3 +29,11 @@ def test_rows_take_the_exact_shortfall_first_the_final_exploitability_and_the_me
     table = markdown([lq, grid, absent]).splitlines()
     assert table[2].startswith("| lq2d | pathwise | 0.01 | 0.05 | 0.1 | 0.1 (10) | 5.5 |")
     assert table[4].count("–") == 6
+
+
+def test_a_mirror_descent_run_is_timed_by_its_mirror_step(tmp_path):
+    _metrics(tmp_path / "omd", [{"iteration": 0, "fp/grid_exploitability": 5.0},
+                                *({"iteration": k, "br/shortfall": 0.5 / k, "time/mirror_step": 10.0 + k}
+                                  for k in range(1, 4))])
+    (row,) = responder_rows((("beach_bar", "OMD greedy", "omd"),), tmp_path)
+    assert row["shortfall_1"] == 0.5 and row["seconds_per_br"] == 12.0

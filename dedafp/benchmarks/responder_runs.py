@@ -6,7 +6,9 @@ population, this table reads what fictitious play itself measured at every itera
 iterations 1, 5 and 10 (LQ: the exact ``theory/br_shortfall``; density games: the paired Monte Carlo
 ``br/shortfall``), the run's exploitability at its last iteration (LQ: exact ``fp/exploitability``;
 density games: ``fp/grid_exploitability`` on the reference grid) and the median seconds of a best
-response. It trains nothing: a run not on disk is a row of dashes.
+response. Online mirror descent trains no best response: its rows are the greedy policy of each mirror
+step's Q-function (:mod:`dedafp.algorithms.mirror_descent`), timed by the whole mirror step that yields it.
+It trains nothing: a run not on disk is a row of dashes.
 
 Usage::
 
@@ -31,12 +33,14 @@ RUNS: tuple[tuple[str, str, str], ...] = (
     ("lq2d", "PPO", "results/lq2d"),
     ("lq2d", "SAC", "results/lq2d_sac"),
     ("lq2d", "pathwise (default)", "results/lq2d_pathwise"),
+    ("beach_bar", "OMD greedy (default loop)", "results/beach_bar"),
     ("beach_bar", "PPO (DEDA-FP's default)", "results/beach_bar_dedafp"),
     ("beach_bar", "PPO, learned spread", "results/beach_bar_learned_spread"),
     ("beach_bar", "pathwise", "results/beach_bar_pathwise"),
     ("four_rooms", "PPO", "results/four_rooms_ppo"),
     ("four_rooms", "PPO, exploring starts 0.7", "results/four_rooms_ppo_exploring"),
-    ("four_rooms", "backward (default)", "results/four_rooms_backward"),
+    ("four_rooms", "OMD greedy (default loop)", "results/four_rooms_omd"),
+    ("four_rooms", "backward (DEDA-FP's default)", "results/four_rooms_backward"),
     ("four_rooms", "exact grid", "results/four_rooms"),
 )
 
@@ -69,7 +73,8 @@ def responder_rows(runs: Sequence[tuple[str, str, str]] = RUNS, root: Path = Pat
         last = metrics[-1]
         row["final_k"] = int(last["iteration"])
         row["final_exploitability"] = _value(last, "fp/exploitability", "fp/grid_exploitability")
-        seconds = [m["time/best_response"] for m in metrics[1:] if math.isfinite(m.get("time/best_response", math.nan))]
+        seconds = [_value(m, "time/best_response", "time/mirror_step") for m in metrics[1:]]
+        seconds = [s for s in seconds if math.isfinite(s)]
         row["seconds_per_br"] = statistics.median(seconds) if seconds else math.nan
         rows.append(row)
     return rows
