@@ -45,9 +45,10 @@ class FictitiousPlayConfig:
         measure_best_response: measure every best response against the frozen population it answers,
             on the agents and noise of its own rollout: ``br/gain`` (its return minus the previous
             average policy's: oracle-free, a lower bound of that average's exploitability up to the
-            best response's own shortfall) and, where the game's spec declares an exact responder and
-            the run does not use it, ``br/shortfall`` (the exact best response's return minus the
-            learned one's: how far deep RL is from a best response).
+            best response's own shortfall) and, where the game's spec declares an exact responder,
+            ``br/shortfall`` (the exact best response's return minus the learned one's: how far deep RL
+            is from a best response; 0 where the run uses the exact responder). Online mirror descent
+            measures the greedy policy of its mirror step's Q-function the same way.
         reward_density_nodes: on a bounded domain (box or periodic) of at most 3 dimensions, the frozen
             population every best response answers is a table of its log-density with about this many
             nodes per t, interpolated (:func:`~dedafp.population.grid_cache.reward_table`, built once per

@@ -95,3 +95,15 @@ def test_lq_flow_refits_stop_early_by_default_and_report_their_steps(tmp_path):
     rows = read_metrics(train(config, tmp_path / "run").path)
     steps = [row["flow/steps"] for row in rows]
     assert steps[0] <= config.fp.initial_flow_steps and all(3 <= s <= config.flow.steps for s in steps[1:]), steps
+
+
+def test_the_shortfall_of_the_exact_responder_is_zero():
+    """With exact grid best responses the measurement solves again on the same agents and noise: 0 up to float
+    rounding (a broken pairing would show the rollouts' spread, about 0.1 here)."""
+    overrides = ["fp.population_agents=2000", "fp.initial_flow_steps=100", "flow.steps=100", "flow.hidden=16",
+                 "flow.transforms=2", "flow.mean_samples=512", "fp.iterations=1", "best_response.algorithm=grid",
+                 "fp.br_agents=1000"]
+    loop = make_algorithm(load_config("beach_bar", overrides=overrides, algorithm="dedafp"))
+    row = loop.iteration().metrics
+    assert abs(row["br/shortfall"]) <= 1e-5 and row["br/shortfall_se"] <= 1e-5, row
+    assert row["br/gain"] > 10 * row["br/gain_se"]       # the exact response does beat the initial average

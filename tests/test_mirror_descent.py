@@ -180,3 +180,4 @@ def test_the_greedy_policy_is_measured_without_changing_the_run():
     initial = measured.history[0].metrics["fp/grid_exploitability"]
     assert abs(rows[0]["br/gain"] + rows[0]["br/shortfall"] - initial) <= 0.1 * initial, (rows[0], initial)
     assert rows[0]["br/gain"] > 0.5 * initial                           # the greedy policy answers π^0 well
+

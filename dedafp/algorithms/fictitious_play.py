@@ -157,12 +157,14 @@ class FictitiousPlay(Algorithm):
         return metrics
 
     def _exact_responder(self) -> Any:
-        """The exact responder the game's spec declares, when the run learns its best responses (else None)."""
+        """A separate instance of the exact responder the game's spec declares (None without one): even where the
+        run uses that responder, so that its shortfall (then 0: the same solve on the same noise) checks the
+        measurement itself."""
         if not hasattr(self, "_exact"):
             spec = spec_of(self.game)
             name = None if spec is None else spec.exact_responder
             self._exact = None
-            if name is not None and name != self.config.best_response.algorithm:
+            if name is not None:
                 self._exact = make_responder(self.game, dataclasses.replace(self.config.best_response, algorithm=name),
                                              self.device, self.config.seed)
         return self._exact
