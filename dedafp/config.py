@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from dedafp.agents.average_policy import AveragePolicyConfig
+from dedafp.agents.average_policy import AveragePolicyConfig, resolve_fixed_std
 from dedafp.agents.best_response import BestResponseConfig
 from dedafp.agents.mirror_descent import MirrorDescentConfig
 from dedafp.common.validation import Rule, validated
@@ -259,7 +259,9 @@ def config_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -
 def load_config(env: str, path: str | Path | None = None, overrides: list[str] | None = None,
                 **fields: Any) -> RunConfig:
     """The run config of game ``env``: the game's defaults (its sections and its algorithm), a YAML file,
-    ``--set`` overrides, then ``fields``.
+    ``--set`` overrides, then ``fields``; an ``"auto"`` ``average_policy.fixed_std`` is then resolved for the
+    run's best responder (:func:`~dedafp.agents.average_policy.resolve_fixed_std`), so a run folder records
+    the spread it cloned with.
 
     A file naming another ``env`` than ``env`` is refused (``ValueError``), as are values that fail
     validation (the message names the file).
@@ -281,4 +283,6 @@ def load_config(env: str, path: str | Path | None = None, overrides: list[str] |
     else:
         base = RunConfig.from_dict(data)
     config = base.with_overrides(overrides or [])
-    return dataclasses.replace(config, **fields) if fields else config
+    config = dataclasses.replace(config, **fields) if fields else config
+    return dataclasses.replace(config, average_policy=resolve_fixed_std(config.average_policy,
+                                                                        config.best_response.algorithm))

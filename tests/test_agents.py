@@ -1,9 +1,12 @@
 """Tests of the average policy (behavioural cloning), its buffer, and the best responders."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
+from dedafp import load_config, make_algorithm
 from dedafp.agents.average_policy import AveragePolicy, AveragePolicyConfig, FictitiousPlayBuffer
 from dedafp.agents.best_response import BestResponseConfig, MLPPolicy, SB3BestResponder
 from dedafp.agents.mixture import MixturePolicy
@@ -266,12 +269,29 @@ def test_bad_agent_configs_fail_clearly():
         BestResponseConfig(gamma=1.5)
     with pytest.raises(ValueError, match="average_policy.steps must be an integer >= 0"):
         AveragePolicyConfig(steps=-1)
-    with pytest.raises(ValueError, match=r"average_policy.fixed_std must be None or in \(0, 1\), got 1.5"):
+    with pytest.raises(ValueError, match=r"average_policy.fixed_std must be None or in \(0, 1\) or one of \('auto',\), "
+                                         r"got 1.5"):
         AveragePolicyConfig(fixed_std=1.5)
     with pytest.raises(ValueError, match="fixed_std needs components = 1"):
         AveragePolicyConfig(fixed_std=0.05, components=2)
     with pytest.raises(ValueError, match="needs an LQ game"):
         RiccatiBestResponder(object())   # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("overrides", "spread"), [
+    ([], None),                                                   # lq2d: pathwise responses, a learned spread
+    (["best_response.algorithm=ppo"], 0.02),                      # deep RL: the mean-only clone
+    (["best_response.algorithm=sac"], 0.02),
+    (["best_response.algorithm=sac", "average_policy.components=2"], None),
+    (["best_response.algorithm=ppo", "average_policy.fixed_std=null"], None),
+    (["best_response.algorithm=ppo", "average_policy.fixed_std=0.1"], 0.1)])
+def test_the_clones_spread_follows_the_best_responder(overrides, spread):
+    config = load_config("lq2d", overrides=overrides)
+    assert config.average_policy.fixed_std == spread
+    assert AveragePolicyConfig().fixed_std == "auto"           # resolved by the run config, not the section
+    built = make_algorithm(dataclasses.replace(config, average_policy=AveragePolicyConfig()))
+    deep_rl = config.best_response.algorithm in ("ppo", "sac")
+    assert built._average_policy.config.fixed_std == (0.02 if deep_rl else None)
 
 
 def test_gaussian_population_is_accepted_by_the_game():

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dedafp.agents.average_policy import AveragePolicy, FictitiousPlayBuffer, action_spreads
+from dedafp.agents.average_policy import AveragePolicy, FictitiousPlayBuffer, action_spreads, resolve_fixed_std
 from dedafp.agents.policy import DeterministicPolicy, Policy
 from dedafp.algorithms.base import Algorithm, IterationRecord, register_algorithm
 from dedafp.algorithms.responders import make_responder
@@ -67,7 +67,8 @@ class FictitiousPlay(Algorithm):
         seed = config.seed
         self.buffer = FictitiousPlayBuffer(config.average_policy.buffer_capacity,
                                            torch.Generator().manual_seed(seed + 1))
-        self._average_policy = AveragePolicy(self.game, config.average_policy, self.device, seed)
+        clone = resolve_fixed_std(config.average_policy, config.best_response.algorithm)    # a RunConfig built directly
+        self._average_policy = AveragePolicy(self.game, clone, self.device, seed)
         self._population: PopulationModel = _population_flow(self.game, config, self.device)
         self.responder = make_responder(self.game, config.best_response, self.device, seed)
         self.best_responses: list[DeterministicPolicy] = []
