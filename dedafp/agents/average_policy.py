@@ -48,10 +48,10 @@ class AveragePolicyConfig:
             choice; several let the average keep apart best responses that go different ways
             from the same state (a single Gaussian averages "left" and "right" into "straight on").
         fixed_std: ``"auto"`` (default): a fixed 0.02 where the run's best responses are deep RL (``ppo``,
-            ``sac``) and one component is cloned, else learned (resolved by :class:`~dedafp.config.RunConfig`,
-            :func:`resolve_fixed_std`; an ``AveragePolicy`` built on its own learns it). None (the paper's
-            choice): the standard deviation is learned by
-            maximum likelihood. A number in (0, 1): the standard deviation is fixed at that many
+            ``sac``) and one component is cloned, else learned (:func:`resolve_fixed_std`, called by
+            :func:`~dedafp.config.load_config` and by the loop; an ``AveragePolicy`` built on its own learns it).
+            None (the paper's choice): the standard deviation is learned by maximum likelihood.
+            A number in (0, 1): the standard deviation is fixed at that many
             ``action_bound`` and only the mean E[a | t, x] is fitted (the loss is then a squared
             error). As dt -> 0 the population's flow depends on the policy only through that mean
             (Fokker-Planck); at finite dt the mean policy lacks the Var(a | t, x)·dt² part of each

@@ -136,6 +136,7 @@ class MirrorDescent(FictitiousPlay):
         """``br/return``, ``br/gain`` and ``br/shortfall`` of the mirror step's greedy policy against ``frozen``
         (see the module docstring), from a generator of their own (seeded by the run's seed and ``k``)."""
         assert self.learner.greedy is not None
+        start = time.perf_counter()
         field = self.game.bind(frozen)
         generator = torch.Generator(device=self.device).manual_seed(self.config.seed * 100_003 + k)
         draws = generator.get_state()
@@ -144,6 +145,7 @@ class MirrorDescent(FictitiousPlay):
         metrics = {"br/return": float(played.returns.mean()),
                    "br/return_se": float(played.returns.std() / played.returns.numel() ** 0.5)}
         metrics.update(self._measure_best_response(frozen, field, played, draws, evaluated))
+        metrics["time/br_quality"] = time.perf_counter() - start      # the greedy policy's rollout included
         return metrics
 
     def _exact_curve(self, k: int) -> np.ndarray | None:
