@@ -38,6 +38,7 @@ RUNS: tuple[tuple[str, str, str], ...] = (
     ("beach_bar", "PPO (DEDA-FP's default)", "results/beach_bar_dedafp"),
     ("beach_bar", "PPO, learned spread", "results/beach_bar_learned_spread"),
     ("beach_bar", "pathwise", "results/beach_bar_pathwise"),
+    ("beach_bar", "SAC", "results/beach_bar_sac"),
     ("beach_bar", "exact grid", "results/beach_bar_grid"),
     ("four_rooms", "PPO", "results/four_rooms_ppo"),
     ("four_rooms", "PPO, exploring starts 0.7", "results/four_rooms_ppo_exploring"),
