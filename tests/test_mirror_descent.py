@@ -9,9 +9,11 @@ import torch
 from tiny import resumed_and_straight, set_args
 
 from dedafp import load_config
+from dedafp.agents.backward import FourierFeatures, RepeatedRows, fit_value
 from dedafp.agents.mirror_descent import (
     GreedyLatticePolicy,
     LatticePolicy,
+    LookaheadLatticePolicy,
     MirrorDescentConfig,
     MirrorDescentLearner,
     logit_network,
@@ -161,13 +163,30 @@ def test_the_greedy_policy_plays_the_best_scored_lattice_action():
     assert torch.equal(mean, learner.lattice[7].expand(50, -1)) and not bool(std.any())
 
 
-def test_the_greedy_policy_is_measured_without_changing_the_run():
+def test_the_lookahead_policy_plays_the_action_of_highest_next_value():
+    """With V_{t+1}(x) = 1000 x_1 (the move's cost and the density reward negligible beside it), the lookahead
+    moves right at full speed from every state of the open left room."""
+    game = FourRoomsGame()
+    learner = MirrorDescentLearner(game, MirrorDescentConfig(), learning_rate=1.0)
+    x = game.exploring_states(2000, torch.Generator().manual_seed(0))
+    x = x[(x[:, 0] > 0.1) & (x[:, 0] < 0.3) & (x[:, 1] > 0.6) & (x[:, 1] < 0.9)]
+    population = RepeatedRows(ParticlePopulation(x.expand(game.horizon + 1, -1, -1)))
+    values = {t: (lambda y: 1000.0 * y[:, 0]) for t in range(game.horizon + 1)}
+    policy = LookaheadLatticePolicy(game, learner.lattice, game.bind(population), population, values)
+    action = policy.mean_action(3, x)
+    assert x.shape[0] > 50 and bool((action[:, 0] == game.action_bound).all())
+
+
+@pytest.mark.parametrize("optimal_value", [False, True])
+def test_the_greedy_policy_is_measured_without_changing_the_run(optimal_value):
     """Every iteration reports the greedy policy's ``br/gain`` over π^{k-1} and ``br/shortfall`` under the exact
     grid response against μ^{k-1}; their sum is π^{k-1}'s exploitability against μ^{k-1}, which at k = 1 the grid
     evaluates (π^0 against its own flow) as ``fp/grid_exploitability`` of row 0. Measured at these sizes, seeds
     0-2: |sum - grid| = 0.04 / 0.19 / 0.33 (grid 8.0-8.2; greedy gain 6.8-6.9). The draws are the measurement's
-    own: the run is bit for bit the same without it."""
-    overrides = [*SMALL, "fp.iterations=2", "omd.learning_rate=10", "fp.br_agents=1000"]
+    own: the run is bit for bit the same without it. Both greedy policies: the classifier of argmax Q^π and
+    the lookahead of V* (``omd.optimal_value``)."""
+    overrides = [*SMALL, "fp.iterations=2", "omd.learning_rate=10", "fp.br_agents=1000",
+                 f"omd.optimal_value={str(optimal_value).lower()}"]
     measured = make_algorithm(load_config("beach_bar", overrides=overrides, algorithm="omd"))
     rows = [measured.iteration().metrics for _ in range(2)]
     plain = make_algorithm(load_config("beach_bar", overrides=[*overrides, "fp.measure_best_response=false"],
@@ -181,3 +200,25 @@ def test_the_greedy_policy_is_measured_without_changing_the_run():
     assert abs(rows[0]["br/gain"] + rows[0]["br/shortfall"] - initial) <= 0.1 * initial, (rows[0], initial)
     assert rows[0]["br/gain"] > 0.5 * initial                           # the greedy policy answers π^0 well
 
+
+
+def test_fourier_features_are_periodic_on_the_normalised_box():
+    features = FourierFeatures(3)
+    obs = torch.tensor([[0.2, -1.0, 0.5], [0.2, 1.0, 0.5]])
+    out = features(obs)
+    assert out.shape == (2, 3 + 2 * 3 * 2)
+    assert torch.allclose(out[0, 3:], out[1, 3:], atol=1e-6)             # u = -1 and u = 1 are the same point
+
+
+def test_two_targets_are_fitted_by_one_network_with_fourier_features():
+    """A wall-like step in x_1 and a smooth bump: relative errors measured 0.0017-0.0020 with 8 frequencies and
+    0.073-0.081 without (seeds 0-2)."""
+    game = FourRoomsGame()
+    x = game.exploring_states(2048, torch.Generator().manual_seed(0))
+    target = torch.stack([(x[:, 0] > 0.5).float() * 3.0, (x - 0.5).pow(2).sum(1)], 1)
+    value, error = fit_value(game, 4, x, target, None, 0, torch.Generator().manual_seed(1), hidden=64, layers=2,
+                             lr=3e-3, steps=400, batch_size=512, frequencies=8)
+    assert value(x).shape == (2048, 2) and error < 0.02, error
+    plain, plain_error = fit_value(game, 4, x, target, None, 0, torch.Generator().manual_seed(1), hidden=64,
+                                   layers=2, lr=3e-3, steps=400, batch_size=512)
+    assert error < 0.2 * plain_error, (error, plain_error)

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from dedafp.agents.best_response import BestResponseConfig
 
 __all__ = ["BackwardBestResponder", "action_lattice", "sample_states", "lattice_q_values", "fit_value", "value_network",
-           "ValueFunction", "RepeatedRows"]
+           "ValueFunction", "RepeatedRows", "FourierFeatures"]
 
 
 def action_lattice(action_dim: int, points: int, center: Tensor, half_width: float | Tensor) -> Tensor:
@@ -69,13 +69,30 @@ def action_lattice(action_dim: int, points: int, center: Tensor, half_width: flo
     return center + offsets * half_width
 
 
-def value_network(game: MeanFieldGame, hidden: int, layers: int, seed: int, outputs: int = 1) -> nn.Sequential:
+class FourierFeatures(nn.Module):
+    """``obs -> (obs, sin(π j u), cos(π j u))`` for every state coordinate ``u = obs[:, 1:]`` (in [-1, 1]) and
+    ``j = 1..frequencies``: fixed features that let a small network resolve a value's sharp walls and doors
+    (an MLP on raw coordinates learns them slowly, Tancik et al., NeurIPS 2020). Periodic on [-1, 1], so a
+    periodic domain's wrap-around is smooth."""
+
+    def __init__(self, frequencies: int) -> None:
+        super().__init__()
+        self.register_buffer("angular", torch.pi * torch.arange(1, frequencies + 1, dtype=torch.float32))
+
+    def forward(self, obs: Tensor) -> Tensor:
+        phase = (obs[:, 1:, None] * self.angular).flatten(1)
+        return torch.cat([obs, torch.sin(phase), torch.cos(phase)], dim=1)
+
+
+def value_network(game: MeanFieldGame, hidden: int, layers: int, seed: int, outputs: int = 1,
+                  frequencies: int = 0) -> nn.Sequential:
     """An MLP ``obs_dim -> hidden (x layers, SiLU) -> outputs``, initialised from ``seed`` without touching the
-    global torch RNG."""
+    global torch RNG; with ``frequencies`` > 0 it reads :class:`FourierFeatures` of the observation."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        sizes = [game.obs_dim] + [hidden] * layers
-        modules: list[nn.Module] = []
+        inputs = game.obs_dim + 2 * frequencies * (game.obs_dim - 1)
+        sizes = [inputs] + [hidden] * layers
+        modules: list[nn.Module] = [FourierFeatures(frequencies)] if frequencies else []
         for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
             modules += [nn.Linear(n_in, n_out), nn.SiLU()]
         return nn.Sequential(*modules, nn.Linear(sizes[-1], outputs))
@@ -83,14 +100,21 @@ def value_network(game: MeanFieldGame, hidden: int, layers: int, seed: int, outp
 
 @final
 class ValueFunction:
-    """``V_t(x) = scale · net(obs) + shift``: the regressed value of one time step, targets standardised."""
+    """``V_t(x) = scale · net(obs) + shift``: the regressed value of one time step, targets standardised.
 
-    def __init__(self, net: nn.Module, game: MeanFieldGame, t: int, shift: float, scale: float) -> None:
+    ``[n]`` for one fitted target; ``[n, h]`` for ``h`` targets fitted together (``shift``, ``scale`` ``[h]``).
+    """
+
+    def __init__(self, net: nn.Module, game: MeanFieldGame, t: int, shift: float | Tensor,
+                 scale: float | Tensor) -> None:
         self.net, self.game, self.t, self.shift, self.scale = net, game, t, shift, scale
 
     @torch.no_grad()
     def __call__(self, x: Tensor) -> Tensor:
-        return self.net(self.game.observation(self.t, x)).squeeze(1) * self.scale + self.shift
+        out = self.net(self.game.observation(self.t, x))
+        if not isinstance(self.shift, Tensor):
+            out = out.squeeze(1)
+        return out * self.scale + self.shift
 
 
 class RepeatedRows(PopulationModel):
@@ -145,7 +169,7 @@ def sample_states(game: MeanFieldGame, population: PopulationModel, t: int, n: i
 def lattice_q_values(game: MeanFieldGame, t: int, x: Tensor, actions: Tensor, field: Any, population: RepeatedRows,
                      next_value: Callable[[Tensor], Tensor], noise: Tensor) -> Tensor:
     """``[n, K]`` Q-values ``r_t(x, a) + mean V_{t+1}(step(t, x, a, ±ξ))`` of states ``x`` ``[n, d]`` for
-    per-state candidates ``actions`` ``[n, K, m]``.
+    per-state candidates ``actions`` ``[n, K, m]``; ``[n, K, h]`` where ``next_value`` gives ``h`` values a state.
 
     ``noise`` is ``[pairs, n, d]``; each pair is played as +ξ and -ξ, the same for every candidate of a
     state. ``population`` is the one ``field`` reads, so a density reward is queried once per state.
@@ -156,23 +180,33 @@ def lattice_q_values(game: MeanFieldGame, t: int, x: Tensor, actions: Tensor, fi
     population.repeats = k
     reward = game.reward(t, xs, flat, field)
     population.repeats = 1
-    total = torch.zeros(n * k, device=x.device)
+    total: Tensor | float = 0.0
     for xi in noise:                                       # [n, d] each: +ξ and -ξ, shared by a state's candidates
         for sign in (1.0, -1.0):
             draw = (sign * xi).repeat_interleave(k, dim=0)
             total = total + next_value(game.step(t, xs, flat, field, draw))
-    return (reward + total / (2 * noise.shape[0])).reshape(n, k)
+    mean = torch.as_tensor(total) / (2 * noise.shape[0])
+    if mean.dim() == 2:
+        reward = reward.unsqueeze(1)
+    return (reward + mean).reshape(n, k, *mean.shape[1:])
 
 
 def fit_value(game: MeanFieldGame, t: int, x: Tensor, target: Tensor, warm: nn.Module | None, seed: int,
               generator: torch.Generator, *, hidden: int, layers: int, lr: float, steps: int,
-              batch_size: int) -> tuple[ValueFunction, float]:
-    """``V_t`` regressed on ``target`` ``[n]`` at states ``x`` (standardised targets, Adam decayed linearly to 0,
-    warm-started from a copy of ``warm``); returns it and the relative mean squared error of the fit."""
-    net = copy.deepcopy(warm) if warm is not None else value_network(game, hidden, layers, seed)
+              batch_size: int, frequencies: int = 0) -> tuple[ValueFunction, float]:
+    """``V_t`` regressed on ``target`` ``[n]`` (or ``h`` targets ``[n, h]`` by one network with ``h`` outputs) at
+    states ``x`` (standardised targets, Adam decayed linearly to 0, warm-started from a copy of ``warm``); returns
+    it and the relative mean squared error of the fit (the mean over targets)."""
+    outputs = 1 if target.dim() == 1 else target.shape[1]
+    net = copy.deepcopy(warm) if warm is not None else value_network(game, hidden, layers, seed, outputs, frequencies)
     net = net.to(x.device).train().requires_grad_(True)
-    shift, scale = float(target.mean()), float(target.std().clamp_min(1e-6))
-    y = (target - shift) / scale
+    if target.dim() == 1:
+        shift: float | Tensor = float(target.mean())
+        scale: float | Tensor = float(target.std().clamp_min(1e-6))
+        y = ((target - shift) / scale).unsqueeze(1)
+    else:
+        shift, scale = target.mean(0), target.std(0).clamp_min(1e-6)
+        y = (target - shift) / scale
     obs = game.observation(t, x)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     batch = min(batch_size, x.shape[0])
@@ -180,13 +214,13 @@ def fit_value(game: MeanFieldGame, t: int, x: Tensor, target: Tensor, warm: nn.M
         for group in optimizer.param_groups:
             group["lr"] = lr * (1.0 - step / steps)
         index = torch.randint(x.shape[0], (batch,), generator=generator, device=x.device)
-        loss = (net(obs[index]).squeeze(1) - y[index]).pow(2).mean()
+        loss = (net(obs[index]) - y[index]).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     net.eval().requires_grad_(False)
     with torch.no_grad():
-        error = float((net(obs).squeeze(1) - y).pow(2).mean())
+        error = float((net(obs) - y).pow(2).mean())
     return ValueFunction(net, game, t, shift, scale), error
 
 
