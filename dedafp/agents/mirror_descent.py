@@ -26,9 +26,9 @@ trained to classify argmax_j Q_t(x_i, a_j), the greedy policy of Q^π).
 V_t is π's value, an expectation: what the mirror step needs, with no overshoot. V*_t is fitted value
 iteration (Munos and Szepesvári, JMLR 2008) on the same samples, next states and network, so the best
 response costs a second output: the greedy policy of Q^π alone is one step of policy iteration from
-π^{k-1}, and measured 26 short of the exact response at k = 5 on four-rooms where V*'s is 10 short. The
+π^{k-1}, and measured 27 short of the exact response at k = 5 on four-rooms where V*'s is 3 short. The
 value networks read :class:`~dedafp.agents.backward.FourierFeatures` of the state where ``omd.fourier`` > 0
-(four-rooms: 8), which resolve the walls with a quarter of the steps.
+(8 on four-rooms resolve the walls with a fifth of the steps).
 
 Shifting a state's logits changes nothing (the softmax is invariant); the floor drops actions whose
 probability is below e^{-logit_floor} anyway and keeps the regression targets bounded as k grows.
@@ -242,7 +242,8 @@ class MirrorDescentLearner:
 
     Attributes:
         policy: the current policy π^k (uniform before the first call).
-        greedy: the greedy policy of the last call's V* (None before a call with ``greedy=True``).
+        greedy: the greedy policy of the last call's V* (``optimal_value``) or Q (None before a call with
+            ``greedy=True``).
         calls: completed calls.
     """
 
