@@ -444,22 +444,24 @@ FOUR_ROOMS_DEFAULTS: dict[str, dict[str, Any]] = {
     "average_policy": {"hidden": 128, "steps": 3000, "warm_start": True, "fixed_std": 0.15},
     "flow": {"low": (0.0, 0.0), "high": (1.0, 1.0), "transforms": 5, "hidden": 64, "bins": 8,
              "tail_bound": 6.0, "steps": 600},
-    # Online mirror descent (the default loop). 1,000 value steps rather than 300: from the same checkpoint
-    # (k = 15) they cut the value regression's relative error from 0.079 to 0.034; with 300 steps the
-    # smoothed V hid the gap (omd/greedy_gap 17 against the grid's 24). At k = 5 / 10 / 20, seed 0: 28.2 /
-    # 19.4 / 14.5, seed 1: 29.0 / 19.3 / 15.5 (300 steps: 44.8 / 32.8 / 24.7 and 49.9 / 39.6 / 23.7).
-    # η = 0.15 and 4,096 states per t beat η = 0.1 and 2,048 (24.7 / 23.7 against 27.2 / 24.0 at k = 20 with
-    # 300 steps); the exact-parts sweep: 9.2 against 11.1. The measured η is written out so that the
-    # default run's config is this file's (MEASURED_LEARNING_RATES holds the same value).
-    "omd": {"learning_rate": 0.15, "states": 4096, "value_steps": 1000},
+    # Online mirror descent (the default loop). Its greedy policy is a one-step lookahead of V* = max_a Q*,
+    # fitted by value iteration as a second output of the value network (optimal_value): the greedy policy
+    # of Q^pi alone is one step of policy iteration, 95.7 / 27.3 short of the exact response at k = 1 / 5;
+    # the lookahead is 4.0 / 3.6, <= 7.7 through k = 20. Fourier features of the state (fourier = 8) let a
+    # 64-wide value net fit the walls in 200 steps (relative error 0.005 against 0.015 with 1,000 steps on
+    # raw coordinates; the mirror step 30 s instead of 90). η = 0.15 and 4,096 states per t beat η = 0.1
+    # and 2,048 (24.7 / 23.7 against 27.2 / 24.0 at k = 20 with the former value net); the exact-parts
+    # sweep: 9.2 against 11.1. The measured η is written out so that the default run's config is this
+    # file's (MEASURED_LEARNING_RATES holds the same value).
+    "omd": {"learning_rate": 0.15, "states": 4096, "value_steps": 200, "optimal_value": True, "fourier": 8,
+            "value_hidden": 64},
 }
 
 register_game(GameSpec(
     "four_rooms", lambda **overrides: FourRoomsGame(four_rooms(**overrides)), defaults=FOUR_ROOMS_DEFAULTS,
-    # Online mirror descent (η = 0.15, 1,000 value steps): 15.0 ± 0.7 at k = 20 over 2 seeds, flow TV <= 0.13,
-    # rooms within 0.034, in 46 min under load, where DEDA-FP with its backward best responses ends at 37.6
-    # (TV 0.30, rooms 0.10) in 49 min (results/four_rooms_omd/, results/omd/). --algorithm dedafp gives
-    # DEDA-FP with the settings below.
+    # Online mirror descent (η = 0.15, V* lookahead): 12.6 at k = 20, flow TV <= 0.117, rooms within 0.031, in
+    # 34 min of computing, where DEDA-FP with its backward best responses ends at 37.6 (TV 0.30, rooms 0.10) in
+    # 49 min (results/four_rooms_omd/, results/omd/). --algorithm dedafp gives DEDA-FP with the settings below.
     algorithm="omd",
     evaluator="dedafp.evaluation.grid:grid_evaluator", exact_responder="grid",
     # 44 x 44 cells and a 5 x 5 velocity lattice (the reference of results/reference/).
