@@ -442,6 +442,8 @@ FOUR_ROOMS_DEFAULTS: dict[str, dict[str, Any]] = {
     # into clumps where best responses disagree; 20 iterations with grid best responses reached flow
     # TV 0.29 / room error 0.077 (0.36 / 0.047 with 0.05). Warm-started: 3,000 steps a refit.
     "average_policy": {"hidden": 128, "steps": 3000, "warm_start": True, "fixed_std": 0.15},
+    # 600 refit steps: with 300 the OMD run ended at 13.7 against 12.6 (TV 0.129 against 0.117) and was worse at
+    # every evaluated k (results/omd/four_rooms_omd_flow300/); early stopping (patience 3) fitted worse still.
     "flow": {"low": (0.0, 0.0), "high": (1.0, 1.0), "transforms": 5, "hidden": 64, "bins": 8,
              "tail_bound": 6.0, "steps": 600},
     # Online mirror descent (the default loop). Its greedy policy is a one-step lookahead of V* = max_a Q*,
