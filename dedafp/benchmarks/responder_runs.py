@@ -43,6 +43,7 @@ RUNS: tuple[tuple[str, str, str], ...] = (
     ("four_rooms", "PPO", "results/four_rooms_ppo"),
     ("four_rooms", "PPO, exploring starts 0.7", "results/four_rooms_ppo_exploring"),
     ("four_rooms", "OMD, lookahead of V* (default loop)", "results/four_rooms_omd"),
+    ("four_rooms", "OMD, lookahead of V*, nflows flow", "results/omd/four_rooms_omd_nflows"),
     ("four_rooms", "OMD, greedy of Q^pi (former default)", "results/omd/four_rooms_omd_policy_iteration"),
     ("four_rooms", "pathwise (10 iterations)", "results/four_rooms_pathwise"),
     ("four_rooms", "SAC (10 iterations)", "results/four_rooms_sac"),
