@@ -201,7 +201,6 @@ def test_the_greedy_policy_is_measured_without_changing_the_run(optimal_value):
     assert rows[0]["br/gain"] > 0.5 * initial                           # the greedy policy answers π^0 well
 
 
-
 def test_fourier_features_are_periodic_on_the_normalised_box():
     features = FourierFeatures(3)
     obs = torch.tensor([[0.2, -1.0, 0.5], [0.2, 1.0, 0.5]])
