@@ -107,3 +107,8 @@ def test_the_shortfall_of_the_exact_responder_is_zero():
     row = loop.iteration().metrics
     assert abs(row["br/shortfall"]) <= 1e-5 and row["br/shortfall_se"] <= 1e-5, row
     assert row["br/gain"] > 10 * row["br/gain_se"]       # the exact response does beat the initial average
+    # the training time leaves out the measurement and the evaluation, and nothing else
+    assert row["time/br_quality"] > 0 and row["time/evaluation"] > 0
+    assert row["time/training"] == pytest.approx(row["time/iteration"] - row["time/br_quality"]
+                                                 - row["time/evaluation"])
+    assert row["time/training"] >= row["time/flow"] + row["time/best_response"]

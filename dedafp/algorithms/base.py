@@ -33,7 +33,10 @@ from dedafp.evaluation.base import Evaluator, make_evaluator
 from dedafp.population.base import PopulationModel
 
 __all__ = ["IterationRecord", "Algorithm", "register_algorithm", "make_algorithm", "algorithm_class",
-           "registered_algorithms"]
+           "registered_algorithms", "DIAGNOSTIC_PHASES"]
+
+#: Timed phases that only measure (``time/training`` leaves them out of ``time/iteration``).
+DIAGNOSTIC_PHASES = ("time/evaluation", "time/br_quality")
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,9 @@ class Algorithm(abc.ABC):
         """Close iteration ``k``: total time, a NaN/inf check naming the metrics, the history."""
         metrics["time/iteration"] = sum(v for key, v in metrics.items()
                                         if key.startswith("time/") and key != "time/iteration")
+        # What the algorithm itself costs: the iteration less its diagnostics (evaluation and best-response
+        # quality, which change nothing in the run and may use an oracle).
+        metrics["time/training"] = metrics["time/iteration"] - sum(metrics.get(key, 0.0) for key in DIAGNOSTIC_PHASES)
         bad = [key for key, value in metrics.items() if not np.isfinite(value)]
         if bad:
             raise FloatingPointError(f"iteration {k} produced non-finite metrics: {bad}")
