@@ -175,6 +175,9 @@ def test_the_lookahead_policy_plays_the_action_of_highest_next_value():
     policy = LookaheadLatticePolicy(game, learner.lattice, game.bind(population), population, values)
     action = policy.mean_action(3, x)
     assert x.shape[0] > 50 and bool((action[:, 0] == game.action_bound).all())
+    # Tabulated (a linear V is interpolated exactly), it plays the same; only the V it has read is tabulated.
+    tabulated = LookaheadLatticePolicy(game, learner.lattice, game.bind(population), population, values, cells=32)
+    assert torch.equal(tabulated.mean_action(3, x), action) and set(tabulated._tables) == {4}
 
 
 @pytest.mark.parametrize("optimal_value", [False, True])

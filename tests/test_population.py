@@ -200,3 +200,27 @@ def test_early_stopping_fits_as_well_and_a_refit_on_the_same_population_stops_ea
 def test_bad_early_stopping_fields_fail_clearly(field, value, message):
     with pytest.raises(ValueError, match=message):
         FlowConfig(**{field: value})
+
+
+def test_a_tabulated_function_is_exact_on_multilinear_functions_and_outside_its_box():
+    from dedafp.population.grid_cache import TabulatedFunction
+    calls = []
+
+    def bilinear(x):
+        calls.append(x.shape[0])
+        return 1.0 + 2.0 * x[:, 0] - 3.0 * x[:, 1] + x[:, 0] * x[:, 1]
+
+    table = TabulatedFunction(bilinear, (0.0, -1.0), (1.0, 1.0), cells=8)
+    assert calls == [64]                                          # one pass over the centres
+    x = torch.rand(1000, 2, generator=torch.Generator().manual_seed(0)) * torch.tensor([1.0, 2.0]) \
+        - torch.tensor([0.0, 1.0])                                # includes the outer half cells
+    torch.testing.assert_close(table(x), bilinear(x), atol=1e-5, rtol=0)
+    assert calls == [64, 1000]                                    # the reference call above, nothing more
+    # A curved function is off by at most h^2 max|f''| / 8 per axis inside the centres' range ...
+    curved = TabulatedFunction(lambda x: torch.sin(3.0 * x[:, 0]), (0.0, 0.0), (1.0, 1.0), cells=16)
+    inner = 1 / 32 + torch.rand(2000, 2, generator=torch.Generator().manual_seed(1)) * (1 - 1 / 16)
+    error = (curved(inner) - torch.sin(3.0 * inner[:, 0])).abs().max()
+    assert 0 < error <= (1 / 16) ** 2 * 9 / 8
+    # ... and outside the box it is the function itself.
+    outside = torch.tensor([[1.5, 0.5], [-0.2, 0.3]])
+    torch.testing.assert_close(curved(outside), torch.sin(3.0 * outside[:, 0]))

@@ -68,6 +68,7 @@ from dedafp.agents.policy import DeterministicPolicy
 from dedafp.common.validation import Rule, validated
 from dedafp.envs.base import MeanFieldGame
 from dedafp.population.base import PopulationModel
+from dedafp.population.grid_cache import TabulatedFunction
 
 __all__ = ["MirrorDescentConfig", "LatticePolicy", "GreedyLatticePolicy", "LookaheadLatticePolicy",
            "MirrorDescentLearner", "logit_network", "default_lattice_points"]
@@ -95,6 +96,8 @@ class MirrorDescentConfig:
             the greedy policy the one-step lookahead of V* (:class:`LookaheadLatticePolicy`, ``lookahead_noise``
             draws) instead of a classifier of argmax Q^π (:class:`GreedyLatticePolicy`). Changes π's fit.
         lookahead_noise: noise draws (antithetic pairs, >= 2) per (state, action) in the lookahead policy.
+        lookahead_cells: cells per axis of the lookahead's tables of V* (>= 0; 0: the network itself). On
+            four-rooms 128 gave the network's shortfall (2.02 against 1.91 ± 0.25) with a 2.7x cheaper rollout.
         layers: hidden layers of both networks (>= 1).
         value_steps: Adam steps of each time step's value regression (>= 1).
         policy_steps: Adam steps of the logit regression per iteration (>= 1).
@@ -107,6 +110,7 @@ class MirrorDescentConfig:
     RULES: ClassVar[dict[str, Rule]] = {
         "learning_rate": "> 0", "actions": ">= 2", "states": ">= 16", "exploring": "[0, 1]", "noise": ">= 2",
         "hidden": ">= 1", "value_hidden": ">= 1", "fourier": ">= 0", "lookahead_noise": ">= 2",
+        "lookahead_cells": ">= 0",
         "layers": ">= 1", "value_steps": ">= 1", "policy_steps": ">= 1", "lr": "> 0",
         "batch_size": ">= 1", "logit_floor": "> 0", "chunk": ">= 1"}
 
@@ -120,6 +124,7 @@ class MirrorDescentConfig:
     fourier: int = 0
     optimal_value: bool = False
     lookahead_noise: int = 16
+    lookahead_cells: int = 128
     layers: int = 2
     value_steps: int = 300
     policy_steps: int = 2000
@@ -194,13 +199,30 @@ class LookaheadLatticePolicy(DeterministicPolicy):
     """Plays ``argmax_j r_t(x, a_j) + mean V_{t+1}(step(t, x, a_j, ±ξ))`` over the lattice ``[K, m]`` against one
     bound field: the one-step lookahead of ``values[t + 1]`` (``values[T]`` the terminal reward), a deterministic
     policy. Its noise pairs (``noise`` draws) come from its own generator, so playing it draws nothing from
-    the rollout's."""
+    the rollout's.
+
+    With ``cells`` (bounded domains of at most 3 dimensions) each ``values[t]``, ``t < T``, is tabulated on
+    ``cells`` per axis the first time it is read and interpolated after (:class:`TabulatedFunction`): the
+    lookahead reads it at every (agent, action, draw), far more points than the table has nodes."""
 
     def __init__(self, game: MeanFieldGame, lattice: Tensor, field: Any, population: RepeatedRows,
-                 values: dict[int, Callable[[Tensor], Tensor]], noise: int = 4, seed: int = 0) -> None:
+                 values: dict[int, Callable[[Tensor], Tensor]], noise: int = 4, seed: int = 0,
+                 cells: int = 0) -> None:
         self.game, self.lattice, self.field, self.population, self.values = game, lattice, field, population, values
         self.noise, self.action_bound = noise, game.action_bound
         self.generator = torch.Generator(device=lattice.device).manual_seed(seed)
+        domain = game.domain
+        self.cells = cells if cells and domain.kind != "euclidean" and game.state_dim <= 3 else 0
+        self._tables: dict[int, Callable[[Tensor], Tensor]] = {}
+
+    def _value(self, t: int) -> Callable[[Tensor], Tensor]:
+        if not self.cells or t == self.game.horizon:
+            return self.values[t]                   # the terminal reward is read exactly
+        if t not in self._tables:
+            domain = self.game.domain
+            self._tables[t] = TabulatedFunction(self.values[t], domain.low, domain.high, self.cells,
+                                                self.lattice.device)
+        return self._tables[t]
 
     @torch.no_grad()
     def mean_action(self, t: int, x: Tensor) -> Tensor:
@@ -209,7 +231,7 @@ class LookaheadLatticePolicy(DeterministicPolicy):
         noise = torch.randn(self.noise // 2, x.shape[0], self.game.state_dim, generator=self.generator,
                             device=x.device)
         candidates = self.lattice.unsqueeze(0).expand(x.shape[0], -1, -1)
-        q = lattice_q_values(self.game, t, x, candidates, self.field, self.population, self.values[t + 1], noise)
+        q = lattice_q_values(self.game, t, x, candidates, self.field, self.population, self._value(t + 1), noise)
         return self.lattice[q.argmax(1)]
 
 
@@ -332,7 +354,7 @@ class MirrorDescentLearner:
                    "omd/value_error": sum(value_errors) / max(1, len(value_errors))}
         if greedy and two:
             self.greedy = LookaheadLatticePolicy(game, self.lattice, field, repeated, optimal, c.lookahead_noise,
-                                                 self.seed + 1000 * self.calls + 1)
+                                                 self.seed + 1000 * self.calls + 1, c.lookahead_cells)
         elif greedy:
             metrics["omd/greedy_agreement"] = self._fit_greedy(observations, torch.cat(labels), generator)
         self.calls += 1

@@ -28,7 +28,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -36,7 +36,8 @@ from torch import Tensor
 
 from dedafp.population.base import PopulationModel
 
-__all__ = ["GridCachedPopulation", "reward_table", "MAX_NODES", "LOG_FLOOR"]
+__all__ = ["GridCachedPopulation", "TabulatedFunction", "reward_table", "cell_centres", "interpolate", "MAX_NODES",
+           "LOG_FLOOR"]
 
 #: Largest number of grid nodes per time (a 3-D grid of 160³ is already 16 MB per t in float32).
 MAX_NODES = 4_194_304
@@ -86,8 +87,6 @@ class GridCachedPopulation(PopulationModel):
         self.low = low_t.to(device)
         self.high = high_t.to(device)
         self.spacing = (self.high - self.low) / torch.tensor(shape, dtype=torch.float32, device=device)
-        # Row-major strides of the flattened grid (axis 0 slowest), for the corner gathers.
-        self._strides = torch.tensor([math.prod(shape[i + 1:]) for i in range(dim)], device=device)
         start = time.perf_counter()
         self.table = self._tabulate(chunk)
         self.build_seconds = time.perf_counter() - start
@@ -98,9 +97,7 @@ class GridCachedPopulation(PopulationModel):
 
     def centres(self) -> Tensor:
         """The grid's cell centres, ``[prod(cells), dim]``, in the table's (row-major) order."""
-        axes = [self.low[i] + (torch.arange(c, device=self.device, dtype=torch.float32) + 0.5) * self.spacing[i]
-                for i, c in enumerate(self.cells)]
-        return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, self.dim)
+        return cell_centres(self.low, self.spacing, self.cells)
 
     @torch.no_grad()
     def _tabulate(self, chunk: int) -> Tensor:
@@ -131,20 +128,8 @@ class GridCachedPopulation(PopulationModel):
         return out
 
     def _interpolate(self, x: Tensor, times: Tensor) -> Tensor:
-        cells = torch.tensor(self.cells, device=self.device)
-        # Continuous index in units of cells, 0 at the first centre; the lower corner is clamped so
-        # that the outer half cells extrapolate linearly from the last two centres.
-        u = (x - self.low) / self.spacing - 0.5
-        lower = torch.floor(u).long().clamp(min=torch.zeros_like(cells), max=cells - 2)
-        frac = u - lower
         flat_table = self.table.reshape(self.horizon + 1, -1)
-        out = x.new_zeros(x.shape[0])
-        for corner in itertools.product((0, 1), repeat=self.dim):
-            offset = torch.tensor(corner, device=self.device)
-            weight = torch.where(offset.bool(), frac, 1.0 - frac).prod(-1)
-            index = ((lower + offset) * self._strides).sum(-1)
-            out = out + weight * flat_table[times, index]
-        return out
+        return interpolate(x, self.low, self.spacing, self.cells, lambda index: flat_table[times, index])
 
     def sample(self, t: int, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Samples of the wrapped model (the cache only changes densities). Returns ``[n, dim]``."""
@@ -157,6 +142,61 @@ class GridCachedPopulation(PopulationModel):
     def state_dict(self) -> dict:
         """The wrapped model's state: the table is derived data, rebuilt by wrapping the model again."""
         return self.population.state_dict()
+
+
+def cell_centres(low: Tensor, spacing: Tensor, cells: Sequence[int]) -> Tensor:
+    """The centres ``[prod(cells), dim]`` of a regular grid from ``low`` with cell widths ``spacing``, row-major."""
+    axes = [low[i] + (torch.arange(c, device=low.device, dtype=torch.float32) + 0.5) * spacing[i]
+            for i, c in enumerate(cells)]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(cells))
+
+
+def interpolate(x: Tensor, low: Tensor, spacing: Tensor, cells: Sequence[int],
+                gather: Callable[[Tensor], Tensor]) -> Tensor:
+    """Multilinear interpolation ``[n]`` at ``x`` ``[n, dim]`` between the cell centres of a row-major table,
+    read as ``gather(flat_index)`` (``[n]`` for ``[n]`` indices)."""
+    shape = torch.tensor(list(cells), device=x.device)
+    strides = torch.tensor([math.prod(cells[i + 1:]) for i in range(len(cells))], device=x.device)
+    # Continuous index in units of cells, 0 at the first centre; the lower corner is clamped so
+    # that the outer half cells extrapolate linearly from the last two centres.
+    u = (x - low) / spacing - 0.5
+    lower = torch.floor(u).long().clamp(min=torch.zeros_like(shape), max=shape - 2)
+    frac = u - lower
+    out = x.new_zeros(x.shape[0])
+    for corner in itertools.product((0, 1), repeat=len(cells)):
+        offset = torch.tensor(corner, device=x.device)
+        weight = torch.where(offset.bool(), frac, 1.0 - frac).prod(-1)
+        out = out + weight * gather(((lower + offset) * strides).sum(-1))
+    return out
+
+
+class TabulatedFunction:
+    """A function of the state ``[n, dim] -> [n]`` tabulated at the cell centres of a box once, then
+    interpolated like :class:`GridCachedPopulation` (the same error bound; exact outside the box).
+
+    For a network read millions of times between refits, e.g. a value function in a lookahead policy.
+    """
+
+    def __init__(self, function: Callable[[Tensor], Tensor], low: Sequence[float], high: Sequence[float],
+                 cells: int, device: torch.device | str = "cpu", chunk: int = 65_536) -> None:
+        self.function = function
+        self.low = torch.as_tensor([float(v) for v in low], dtype=torch.float32, device=device)
+        high_t = torch.as_tensor([float(v) for v in high], dtype=torch.float32, device=device)
+        self.cells = (cells,) * self.low.numel()
+        if cells < 2 or math.prod(self.cells) > MAX_NODES:
+            raise ValueError(f"cells must give 2 to {MAX_NODES:,} nodes, got {cells} per axis")
+        self.high = high_t
+        self.spacing = (high_t - self.low) / cells
+        nodes = cell_centres(self.low, self.spacing, self.cells)
+        with torch.no_grad():
+            self.table = torch.cat([function(nodes[i:i + chunk]).float() for i in range(0, nodes.shape[0], chunk)])
+
+    def __call__(self, x: Tensor) -> Tensor:
+        out = interpolate(x, self.low, self.spacing, self.cells, lambda index: self.table[index])
+        outside = ~((x >= self.low) & (x <= self.high)).all(-1)
+        if bool(outside.any()):
+            out[outside] = self.function(x[outside]).to(out)
+        return out
 
 
 def reward_table(population: PopulationModel, domain: Any, nodes: int) -> PopulationModel:
