@@ -23,6 +23,7 @@ from dedafp.algorithms import MirrorDescent, make_algorithm
 from dedafp.envs.beach_bar import BeachBarGame
 from dedafp.envs.four_rooms import FourRoomsGame
 from dedafp.envs.lq import LQGame, lq_preset
+from dedafp.population.grid_cache import TabulatedFunction
 from dedafp.population.particles import ParticlePopulation
 from dedafp.rollout import rollout
 
@@ -93,6 +94,31 @@ def test_the_mirror_step_improves_the_policy_against_a_frozen_population():
     gain = returns(learner.policy) - returns(before)
     assert float(gain.mean()) > 5 * float(gain.std() / gain.numel() ** 0.5), float(gain.mean())
     assert learner.calls == 1
+
+
+def test_a_mirror_step_reading_value_tables_moves_the_policy_as_the_network_does():
+    """``omd.mirror_cells``: the lattice Q reads V_{t+1} from a table. Measured on the beach bar with 64 cells: the new
+    policy is 0.0003 in mean total variation from the network-read one; another seed moves it 0.051, the step
+    itself 0.525. Euclidean domains have no box to tabulate and read the network."""
+    game = BeachBarGame()
+    spread = game.exploring_states(500, torch.Generator().manual_seed(0))
+    placeholder = game.bind(ParticlePopulation(spread.expand(game.horizon + 1, -1, -1)))
+    population = ParticlePopulation(rollout(game, ZeroPolicy(game), 2000, placeholder, rewards=False,
+                                            generator=torch.Generator().manual_seed(0)).states)
+    x = game.exploring_states(1000, torch.Generator().manual_seed(3))
+    policies = []
+    for cells in (0, 64):
+        config = MirrorDescentConfig(states=256, value_steps=60, policy_steps=300, hidden=32, mirror_cells=cells)
+        learner = MirrorDescentLearner(game, config, learning_rate=10.0, seed=0)
+        uniform = learner.policy.probabilities(3, x)
+        learner.update(population)
+        policies.append(torch.stack([learner.policy.probabilities(t, x) for t in range(0, game.horizon, 3)]))
+    assert isinstance(learner._read_through_table(lambda y: y[:, 0]), TabulatedFunction)
+    assert 0.5 * float((policies[1] - policies[0]).abs().sum(-1).mean()) < 0.01
+    assert 0.5 * float((policies[0][1] - uniform).abs().sum(-1).mean()) > 0.2
+    euclidean = MirrorDescentLearner(LQGame(lq_preset("lq1d")), MirrorDescentConfig(mirror_cells=64), 1.0)
+    value = lambda y: y[:, 0]                                       # noqa: E731
+    assert euclidean.mirror_cells == 0 and euclidean._read_through_table(value) is value
 
 
 @pytest.mark.parametrize(("assignment", "field"), [("omd.learning_rate=0", "omd.learning_rate"),

@@ -216,6 +216,9 @@ def test_a_tabulated_function_is_exact_on_multilinear_functions_and_outside_its_
         - torch.tensor([0.0, 1.0])                                # includes the outer half cells
     torch.testing.assert_close(table(x), bilinear(x), atol=1e-5, rtol=0)
     assert calls == [64, 1000]                                    # the reference call above, nothing more
+    two = TabulatedFunction(lambda y: torch.stack([bilinear(y), -bilinear(y)], 1), (0.0, -1.0), (1.0, 1.0), cells=8)
+    torch.testing.assert_close(two(x), torch.stack([bilinear(x), -bilinear(x)], 1), atol=1e-5, rtol=0)   # [n, 2]
+    del calls[:]
     # A curved function is off by at most h^2 max|f''| / 8 per axis inside the centres' range ...
     curved = TabulatedFunction(lambda x: torch.sin(3.0 * x[:, 0]), (0.0, 0.0), (1.0, 1.0), cells=16)
     inner = 1 / 32 + torch.rand(2000, 2, generator=torch.Generator().manual_seed(1)) * (1 - 1 / 16)

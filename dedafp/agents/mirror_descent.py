@@ -99,6 +99,8 @@ class MirrorDescentConfig:
         lookahead_cells: cells per axis of the lookahead's tables of V* (>= 0; 0 or 1: the network itself). On
             four-rooms 128 gave the network's shortfall (2.02 against 1.91 ± 0.25 at k = 20) with a 3x cheaper
             rollout (7.0 s against 21.0 s).
+        mirror_cells: cells per axis of the tables of V_{t+1} (both outputs) that the mirror step's lattice
+            Q-values read (>= 0; 0 or 1: the network itself), built once per t after its fit. Changes π's fit.
         layers: hidden layers of both networks (>= 1).
         value_steps: Adam steps of each time step's value regression (>= 1).
         policy_steps: Adam steps of the logit regression per iteration (>= 1).
@@ -111,7 +113,7 @@ class MirrorDescentConfig:
     RULES: ClassVar[dict[str, Rule]] = {
         "learning_rate": "> 0", "actions": ">= 2", "states": ">= 16", "exploring": "[0, 1]", "noise": ">= 2",
         "hidden": ">= 1", "value_hidden": ">= 1", "fourier": ">= 0", "lookahead_noise": ">= 2",
-        "lookahead_cells": ">= 0",
+        "lookahead_cells": ">= 0", "mirror_cells": ">= 0",
         "layers": ">= 1", "value_steps": ">= 1", "policy_steps": ">= 1", "lr": "> 0",
         "batch_size": ">= 1", "logit_floor": "> 0", "chunk": ">= 1"}
 
@@ -126,6 +128,7 @@ class MirrorDescentConfig:
     optimal_value: bool = False
     lookahead_noise: int = 16
     lookahead_cells: int = 128
+    mirror_cells: int = 0
     layers: int = 2
     value_steps: int = 300
     policy_steps: int = 2000
@@ -212,8 +215,7 @@ class LookaheadLatticePolicy(DeterministicPolicy):
         self.game, self.lattice, self.field, self.population, self.values = game, lattice, field, population, values
         self.noise, self.action_bound = noise, game.action_bound
         self.generator = torch.Generator(device=lattice.device).manual_seed(seed)
-        domain = game.domain
-        self.cells = cells if cells >= 2 and domain.kind != "euclidean" and game.state_dim <= 3 else 0
+        self.cells = table_cells(game, cells)
         self._tables: dict[int, Callable[[Tensor], Tensor]] = {}
 
     def _value(self, t: int) -> Callable[[Tensor], Tensor]:
@@ -234,6 +236,12 @@ class LookaheadLatticePolicy(DeterministicPolicy):
         candidates = self.lattice.unsqueeze(0).expand(x.shape[0], -1, -1)
         q = lattice_q_values(self.game, t, x, candidates, self.field, self.population, self._value(t + 1), noise)
         return self.lattice[q.argmax(1)]
+
+
+def table_cells(game: MeanFieldGame, cells: int) -> int:
+    """``cells`` where a :class:`TabulatedFunction` of the state pays (a bounded domain of at most 3 dimensions,
+    ``cells`` >= 2), else 0: read the function itself."""
+    return cells if cells >= 2 and game.domain.kind != "euclidean" and game.state_dim <= 3 else 0
 
 
 def _exploring_share(game: MeanFieldGame, exploring: float | None) -> float:
@@ -284,6 +292,7 @@ class MirrorDescentLearner:
         self.policy = LatticePolicy(net.eval().requires_grad_(False), game, self.lattice)
         self.value_hidden = config.value_hidden if config.value_hidden is not None else config.hidden
         self.greedy: GreedyLatticePolicy | LookaheadLatticePolicy | None = None
+        self.mirror_cells = table_cells(game, config.mirror_cells)
         self.calls = 0
 
     @torch.no_grad()
@@ -301,6 +310,14 @@ class MirrorDescentLearner:
             candidates = self.lattice.unsqueeze(0).expand(xc.shape[0], -1, -1)
             out.append(lattice_q_values(self.game, t, xc, candidates, field, population, next_value, noise))
         return torch.cat(out)
+
+    def _read_through_table(self, value: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+        """``value`` tabulated on ``mirror_cells`` per axis where that is set: the lattice reads it at every
+        (state, action, draw), tens of times more points than the table has nodes."""
+        if not self.mirror_cells:
+            return value
+        domain = self.game.domain
+        return TabulatedFunction(value, domain.low, domain.high, self.mirror_cells, self.device)
 
     def update(self, population: PopulationModel, greedy: bool = False) -> dict[str, float]:
         """One mirror step against ``population`` (held fixed); returns its diagnostics: ``omd/greedy_gap``
@@ -345,7 +362,7 @@ class MirrorDescentLearner:
                                          self.seed + t, generator, hidden=self.value_hidden, layers=c.layers,
                                          lr=c.lr, steps=c.value_steps, batch_size=c.batch_size,
                                          frequencies=c.fourier)
-                warm, next_value = value.net, value
+                warm, next_value = value.net, self._read_through_table(value)
                 if two:
                     optimal[t] = lambda x, value=value: value(x)[:, 1]
                 value_errors.append(error)

@@ -153,8 +153,8 @@ def cell_centres(low: Tensor, spacing: Tensor, cells: Sequence[int]) -> Tensor:
 
 def interpolate(x: Tensor, low: Tensor, spacing: Tensor, cells: Sequence[int],
                 gather: Callable[[Tensor], Tensor]) -> Tensor:
-    """Multilinear interpolation ``[n]`` at ``x`` ``[n, dim]`` between the cell centres of a row-major table,
-    read as ``gather(flat_index)`` (``[n]`` for ``[n]`` indices)."""
+    """Multilinear interpolation ``[n, ...]`` at ``x`` ``[n, dim]`` between the cell centres of a row-major table,
+    read as ``gather(flat_index)`` (``[n, ...]`` for ``[n]`` indices)."""
     shape = torch.tensor(list(cells), device=x.device)
     strides = torch.tensor([math.prod(cells[i + 1:]) for i in range(len(cells))], device=x.device)
     # Continuous index in units of cells, 0 at the first centre; the lower corner is clamped so
@@ -162,16 +162,17 @@ def interpolate(x: Tensor, low: Tensor, spacing: Tensor, cells: Sequence[int],
     u = (x - low) / spacing - 0.5
     lower = torch.floor(u).long().clamp(min=torch.zeros_like(shape), max=shape - 2)
     frac = u - lower
-    out = x.new_zeros(x.shape[0])
+    out: Tensor | float = 0.0
     for corner in itertools.product((0, 1), repeat=len(cells)):
         offset = torch.tensor(corner, device=x.device)
         weight = torch.where(offset.bool(), frac, 1.0 - frac).prod(-1)
-        out = out + weight * gather(((lower + offset) * strides).sum(-1))
-    return out
+        value = gather(((lower + offset) * strides).sum(-1))
+        out = out + weight.reshape(-1, *(1,) * (value.dim() - 1)) * value
+    return torch.as_tensor(out)
 
 
 class TabulatedFunction:
-    """A function of the state ``[n, dim] -> [n]`` tabulated at the cell centres of a box once, then
+    """A function of the state ``[n, dim] -> [n]`` (or ``[n, h]``) tabulated at the cell centres of a box once, then
     interpolated like :class:`GridCachedPopulation` (the same error bound; exact outside the box).
 
     For a network read millions of times between refits, e.g. a value function in a lookahead policy.
