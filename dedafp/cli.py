@@ -11,6 +11,7 @@
     dedafp bench env [--agents N ...] [--repeats R] [--out DIR]
     dedafp bench sampling [--device cpu|cuda] [--repeats R] [--samples 5000] [--out DIR]
     dedafp bench dimensions [--device cpu|cuda] [--out DIR]
+    dedafp bench refresh [--run RUN] [--iteration K] [--agents N ...] [--repeats R] [--out DIR]
     dedafp bench compare [--envs lq2d four_rooms] [--seeds A..B] [--iterations K] [--best-response exact|ppo]
                          [--set key=value ...] [--backend local|ray] [--workers W] [--runs DIR] [--out DIR]
     dedafp sweep ENV --seeds A..B [--set key=v1,v2 ...] [--backend local|ray] [--address ADDR] [--workers W]
@@ -241,6 +242,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+AGENTS_DEFAULT = [1, 8, 64, 256]     # bench env's agents per measurement
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from dedafp.benchmarks import env_flows as bench
 
@@ -262,6 +266,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "dimensions":
         from dedafp.benchmarks.dimensions import DimensionSweepConfig, bench_dimensions
         bench_dimensions(DimensionSweepConfig(device=args.device), Path(args.out), print_fn=print)
+        return 0
+    if args.what == "refresh":
+        from dedafp.benchmarks.refresh import RefreshBenchConfig, bench_refresh
+        agents = {} if args.agents == AGENTS_DEFAULT else {"kde_agents": tuple(args.agents)}
+        config = RefreshBenchConfig(run=Path(args.run or "runs/four_rooms_omd"), iteration=args.iteration,
+                                    repeats=3 if args.repeats is None else args.repeats, **agents)
+        bench_refresh(config, Path(args.out), print_fn=print)
         return 0
     if args.what == "scaling":
         from dedafp.benchmarks.scaling import ScalingBenchConfig, bench_scaling
@@ -444,9 +455,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot.set_defaults(func=cmd_plot)
 
     bench = sub.add_parser("bench", help="benchmarks (ratios measured in one run; figures under results/)")
-    bench.add_argument("what", choices=["env", "flows", "sampling", "dimensions", "scaling", "compare"])
+    bench.add_argument("what", choices=["env", "flows", "sampling", "dimensions", "scaling", "compare",
+                                                     "refresh"])
     bench.add_argument("--env", default="lq2d", help="env: the game")
-    bench.add_argument("--agents", type=int, nargs="+", default=[1, 8, 64, 256])
+    bench.add_argument("--agents", type=int, nargs="+", default=AGENTS_DEFAULT,
+                       help="env: agents per measurement; refresh: the kernel estimate's budgets")
     bench.add_argument("--steps", type=int, default=20_000, help="env steps per measurement")
     bench.add_argument("--repeats", type=int, help="repeated measurements (default 5; sampling: 3)")
     bench.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="sampling, dimensions: device")
@@ -461,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--backend", default="local", choices=["local", "ray"], help="compare: as in dedafp sweep")
     bench.add_argument("--workers", type=int, help="compare: runs at once (ray backend)")
     bench.add_argument("--runs", default="runs/compare", help="compare: folder of the run folders")
+    bench.add_argument("--run", help="refresh: the trained run folder, with checkpoints (default runs/four_rooms_omd)")
+    bench.add_argument("--iteration", type=int, help="refresh: the iteration k refreshed (default: the last)")
     bench.add_argument("--table-only", action="store_true",
                        help="compare: train nothing; rebuild the table from the runs that exist")
     bench.set_defaults(func=cmd_bench)
